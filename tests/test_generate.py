@@ -1,0 +1,434 @@
+"""Tests of the batch engine (helpers.generate) against a misbehaving fake server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_openai import FakeOpenAI, body_key  # noqa: E402
+
+from helpers.config import REPO_ROOT, Secret, TeacherEndpoint  # noqa: E402
+from helpers.generate import (  # noqa: E402
+    GenerationAborted,
+    GenerationConfig,
+    PriceTable,
+    TokenBucket,
+    _RateLimiter,
+    cli_main,
+    generate,
+    load_prompts,
+    load_samples,
+    temperature_schedule,
+)
+
+# --------------------------------------------------------------------------- fixtures & helpers
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeOpenAI(slow_s=1.0) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fake: FakeOpenAI):
+    fake.reset()
+    fake.delay_s = 0.0
+    fake.retry_after = "0.05"
+    yield
+
+
+def endpoint_for(fake: FakeOpenAI, key: str = "") -> TeacherEndpoint:
+    return TeacherEndpoint(base_url=fake.base_url, model="fake-teacher", api_key=Secret(key))
+
+
+def config_for(fake: FakeOpenAI, **overrides: Any) -> GenerationConfig:
+    base: dict[str, Any] = dict(endpoint=endpoint_for(fake), n_samples=1, max_tokens=32, concurrency=4,
+                                max_attempts=4, timeout_s=0.3, backoff_base_s=0.01, backoff_max_s=0.05,
+                                progress=False)
+    base.update(overrides)
+    return GenerationConfig(**base)
+
+
+def prompt_rows(texts: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"id": pid, "messages": [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": text}],
+             "question": text, "reference": "7", "task": "word_problem", "meta": {"steps": 1}}
+            for pid, text in texts.items()]
+
+
+def raw_rows(path: Path) -> list[dict[str, Any]]:
+    """Every line of the file, parsed (fails the test on a corrupt line)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def requests_by(fake: FakeOpenAI) -> Counter[tuple[str, float]]:
+    """Requests the server saw per (user text, temperature)."""
+    return Counter((b["messages"][-1]["content"], b["temperature"]) for b in fake.bodies)
+
+
+def assert_one_result_per_sample(path: Path, expected_keys: set[tuple[str, int]]) -> None:
+    finished = Counter((r["prompt_id"], r["sample_index"]) for r in raw_rows(path)
+                       if r["status"] in ("ok", "truncated"))
+    assert set(finished) == expected_keys
+    assert all(n == 1 for n in finished.values()), f"duplicated samples: {finished}"
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_temperature_schedule() -> None:
+    assert temperature_schedule(1) == [0.0]
+    assert temperature_schedule(4, t_min=0.0, t_max=0.9) == [0.0, 0.3, 0.6, 0.9]
+    assert temperature_schedule(3, temperatures=[0.7]) == [0.7, 0.7, 0.7]
+    assert temperature_schedule(2, temperatures=[0.1, 0.8]) == [0.1, 0.8]
+    with pytest.raises(ValueError, match="2 temperatures for 3 samples"):
+        temperature_schedule(3, temperatures=[0.1, 0.8])
+    with pytest.raises(ValueError, match="between 0 and 2"):
+        temperature_schedule(2, t_max=3.0)
+
+
+def test_load_prompts_validation(tmp_path: Path) -> None:
+    good = tmp_path / "p.jsonl"
+    good.write_text('{"id": "a", "messages": [{"role": "user", "content": "x"}]}\n\n', encoding="utf-8")
+    assert load_prompts(good)[0]["id"] == "a"
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text('{"id": "a", "messages": [{"role": "user", "content": "x"}]}\n{oops\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+        load_prompts(bad_json)
+    with pytest.raises(ValueError, match="duplicate prompt id 'a'"):
+        load_prompts(prompt_rows({"a": "x"}) * 2)
+    with pytest.raises(ValueError, match=r"id 'b'.*non-empty list"):
+        load_prompts([{"id": "b", "messages": []}])
+    with pytest.raises(ValueError, match="non-empty string 'id'"):
+        load_prompts([{"messages": [{"role": "user", "content": "x"}]}])
+    with pytest.raises(FileNotFoundError, match="prompt file not found"):
+        load_prompts(tmp_path / "missing.jsonl")
+
+
+def test_config_validation(fake: FakeOpenAI) -> None:
+    with pytest.raises(ValueError, match="concurrency must be at least 1"):
+        config_for(fake, concurrency=0)
+    with pytest.raises(ValueError, match="rpm must be positive"):
+        config_for(fake, rpm=0)
+    with pytest.raises(TypeError, match="TeacherEndpoint"):
+        GenerationConfig(endpoint="http://x")  # type: ignore[arg-type]
+
+
+def test_price_table() -> None:
+    prices = PriceTable.load()
+    assert prices.lookup("deepseek-reasoner") is not None
+    assert prices.lookup("deepseek-ai/DeepSeek-R1") == prices.lookup("deepseek-r1")  # path part matched
+    assert prices.lookup("gpt-4o-mini-2024-07-18") is not None
+    assert prices.lookup("SmolLM2-135M-Instruct") == (0.0, 0.0)
+    assert prices.lookup("no-such-model") is None
+    table = PriceTable([{"pattern": "m*", "input": 1.0, "output": 4.0}])
+    assert table.cost("m1", 1_000_000, 500_000) == pytest.approx(3.0)
+
+
+def test_token_bucket_waits_and_refunds() -> None:
+    async def scenario() -> tuple[float, float, float]:
+        bucket = TokenBucket(rate_per_s=100.0, capacity=10.0)
+        t0 = time.monotonic()
+        await bucket.acquire(10)          # full bucket: immediate
+        first = time.monotonic() - t0
+        await bucket.acquire(10)          # empty: ~0.1 s for 10 tokens at 100/s
+        second = time.monotonic() - t0
+        bucket.adjust(+10)                # refund
+        await bucket.acquire(10)
+        third = time.monotonic() - t0 - second
+        return first, second, third
+
+    first, second, third = asyncio.run(scenario())
+    assert first < 0.02
+    assert 0.09 <= second < 0.3
+    assert third < 0.02
+
+
+def test_rate_limiter_settles_tpm_with_real_usage() -> None:
+    async def scenario() -> float:
+        limiter = _RateLimiter(rpm=None, tpm=600)   # 10 tokens/s, bucket of 600
+        await limiter.acquire(600)                   # estimate used the whole minute
+        limiter.settle(600, 100)                     # the reply only used 100
+        t0 = time.monotonic()
+        await limiter.acquire(400)                   # 500 back: no wait
+        return time.monotonic() - t0
+
+    assert asyncio.run(scenario()) < 0.05
+
+
+# --------------------------------------------------------------------------- the engine against faults
+
+
+FAULTS = {
+    "plain": "q plain [[answer:3]]",
+    "rate": "q rate [[429:2]]",
+    "flaky": "q flaky [[500:2]]",
+    "slow": "q slow [[slow:1]]",
+    "cut": "q cut [[trunc]]",
+    "garbled": "q garbled [[malformed:1]]",
+    "shapeless": "q shapeless [[badshape:1]]",
+    "reasoner": "q reasoner [[reasoning]]",
+    "rejected": "q rejected [[400]]",
+    "broken": "q broken [[500:99]]",
+}
+
+
+def test_faults_end_with_one_result_per_sample(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.retry_after = "0.2"
+    out = tmp_path / "samples.jsonl"
+    config = config_for(fake, n_samples=2, t_min=0.0, t_max=1.0)
+    summary = generate(prompt_rows(FAULTS), out, config)
+
+    rows = raw_rows(out)
+    assert len(rows) == 20  # one row per (prompt, sample), errors included
+    by_key = {(r["prompt_id"], r["sample_index"]): r for r in rows}
+    status = {k: r["status"] for k, r in by_key.items()}
+    for pid in FAULTS:
+        for i in (0, 1):
+            expected = {"cut": "truncated", "rejected": "error", "broken": "error"}.get(pid, "ok")
+            assert status[(pid, i)] == expected, (pid, i, by_key[(pid, i)]["error"])
+    assert summary.counts == {"ok": 14, "truncated": 2, "error": 4}
+    assert any("HTTP 400" in e for e in summary.error_examples)
+    assert any("HTTP 500" in e for e in summary.error_examples)
+    assert not summary.complete and summary.remaining == 4
+
+    # the temperature schedule and the row contract
+    row = by_key[("plain", 1)]
+    assert by_key[("plain", 0)]["params"]["temperature"] == 0.0 and row["params"]["temperature"] == 1.0
+    assert row["reply"]["answer"] == "<answer>\\boxed{3}</answer>" and row["reply"]["thinking"]
+    assert row["question"] == FAULTS["plain"] and row["reference"] == "7" and row["meta"] == {"steps": 1}
+    assert len(row["request_key"]) == 64 and row["model"] == "fake-teacher" and row["error"] is None
+    assert by_key[("reasoner", 0)]["reply"]["thinking"] == "I add the numbers carefully and get 7."
+    assert by_key[("cut", 0)]["reply"]["finish_reason"] == "length"
+
+    # how many requests each fault cost
+    seen = requests_by(fake)
+    for t in (0.0, 1.0):
+        assert seen[(FAULTS["rate"], t)] == 3        # two 429s, then ok
+        assert seen[(FAULTS["flaky"], t)] == 3       # two 500s, then ok
+        assert seen[(FAULTS["slow"], t)] == 2        # one timeout, then ok
+        assert seen[(FAULTS["garbled"], t)] == 2     # invalid JSON, then ok
+        assert seen[(FAULTS["shapeless"], t)] == 2   # no choices, then ok
+        assert seen[(FAULTS["rejected"], t)] == 1    # 400 is not retried
+        assert seen[(FAULTS["broken"], t)] == 4      # max_attempts, then give up
+        assert seen[(FAULTS["plain"], t)] == 1
+    assert by_key[("rate", 0)]["attempts"] == 3
+    assert "HTTP 400" in by_key[("rejected", 0)]["error"]
+    assert "gave up after 4 attempts" in by_key[("broken", 1)]["error"]
+
+    # Retry-After (0.2 s) was honoured between the 429s of one request
+    rate_keys = {body_key(b) for b in fake.bodies if b["messages"][-1]["content"] == FAULTS["rate"]}
+    assert len(rate_keys) == 2
+    gaps = [b - a for k in rate_keys for a, b in zip(fake.arrivals[k], fake.arrivals[k][1:])]
+    assert gaps and min(gaps) >= 0.19
+
+    # a second run retries only the errors and repeats no finished request
+    fake.reset()
+    again = generate(prompt_rows(FAULTS), out, config)
+    assert again.already_done == 16 and again.counts == {"error": 4}
+    assert set(k[0] for k in requests_by(fake)) == {FAULTS["rejected"], FAULTS["broken"]}
+    assert load_samples(out) and len(load_samples(out)) == 16
+    assert len(load_samples(out, statuses=None)) == 20
+
+
+def test_rpm_limit_spaces_requests(fake: FakeOpenAI, tmp_path: Path) -> None:
+    rows = prompt_rows({f"r{i}": f"rpm question {i}" for i in range(8)})
+    summary = generate(rows, tmp_path / "rpm.jsonl", config_for(fake, concurrency=8, rpm=1200))  # 20/s
+    assert summary.counts == {"ok": 8}
+    arrivals = sorted(fake.all_arrivals)
+    assert len(arrivals) == 8
+    for i, t in enumerate(arrivals):
+        assert t - arrivals[0] >= i * 0.05 - 0.01, f"request {i} came too early"
+
+
+def test_cache_serves_identical_requests(fake: FakeOpenAI, tmp_path: Path) -> None:
+    rows = prompt_rows({f"c{i}": f"cache question {i}" for i in range(5)})
+    config = config_for(fake, n_samples=2, cache_dir=tmp_path / "cache")
+    first = generate(rows, tmp_path / "a.jsonl", config)
+    assert first.counts == {"ok": 10} and first.cached == 0 and fake.total_requests == 10
+
+    fake.reset()
+    second = generate(rows, tmp_path / "b.jsonl", config)  # a new output file, same requests
+    assert fake.total_requests == 0
+    assert second.cached == 10 and second.counts == {"ok": 10} and second.requests == 0
+    a, b = raw_rows(tmp_path / "a.jsonl"), raw_rows(tmp_path / "b.jsonl")
+    assert all(r["cached"] for r in b) and not any(r["cached"] for r in a)
+    key = lambda r: (r["prompt_id"], r["sample_index"])  # noqa: E731
+    assert {key(r): r["reply"] for r in a} == {key(r): r["reply"] for r in b}
+    assert {key(r): r["request_key"] for r in a} == {key(r): r["request_key"] for r in b}
+
+    hotter = generate(rows, tmp_path / "c.jsonl", config_for(fake, n_samples=2, t_max=0.5,
+                                                              cache_dir=tmp_path / "cache"))
+    assert hotter.cached == 5 and fake.total_requests == 5  # sample 1 changed temperature: a new request
+
+
+def test_torn_last_line_is_recovered(fake: FakeOpenAI, tmp_path: Path) -> None:
+    rows = prompt_rows({f"t{i}": f"torn question {i}" for i in range(4)})
+    out = tmp_path / "torn.jsonl"
+    generate(rows, out, config_for(fake))
+    data = out.read_bytes()
+    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    torn_row = json.loads(data[last_start:])
+    torn = data[:last_start] + data[last_start:last_start + 25]  # a kill in the middle of a write
+    out.write_bytes(torn)
+
+    fake.reset()
+    summary = generate(rows, out, config_for(fake))
+    assert summary.repaired_bytes == 25
+    assert summary.counts == {"ok": 1} and summary.already_done == 3
+    assert fake.prompt_snapshot() == Counter({torn_row["question"]: 1})  # only the torn one again
+    assert_one_result_per_sample(out, {(f"t{i}", 0) for i in range(4)})
+
+
+def test_wrong_key_aborts_with_masked_error(tmp_path: Path) -> None:
+    wrong = "sk-wrong-key-zyxwvutsrqponm"
+    with FakeOpenAI(api_key="sk-right-key-0123456789") as server:
+        config = GenerationConfig(endpoint=endpoint_for(server, wrong), concurrency=1, max_attempts=3,
+                                  backoff_base_s=0.01, progress=False)
+        rows = prompt_rows({f"k{i}": f"key question {i}" for i in range(3)})
+        with pytest.raises(GenerationAborted, match="rejected the API key") as info:
+            generate(rows, tmp_path / "k.jsonl", config)
+        assert server.total_requests == 1  # no retries, no further rows
+    summary = info.value.summary
+    assert summary.counts == {"error": 1} and summary.remaining == 3
+    text = (tmp_path / "k.jsonl").read_text() + str(info.value) + str(summary)
+    assert wrong not in text and wrong[3:] not in text
+
+
+def test_generate_works_inside_a_running_event_loop(fake: FakeOpenAI, tmp_path: Path) -> None:
+    rows = prompt_rows({"j0": "jupyter question"})
+
+    async def notebook_cell() -> Any:
+        return generate(rows, tmp_path / "j.jsonl", config_for(fake))  # a sync call, loop running
+
+    summary = asyncio.run(notebook_cell())
+    assert summary.counts == {"ok": 1}
+
+
+def test_concurrent_runs_on_one_file_are_refused(fake: FakeOpenAI, tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    out = tmp_path / "locked.jsonl"
+    with FileLock(str(out) + ".lock"):
+        with pytest.raises(RuntimeError, match="already writing"):
+            generate(prompt_rows({"l0": "lock"}), out, config_for(fake))
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _cli_args(fake: FakeOpenAI, prompts: Path, out: Path, *extra: str) -> list[str]:
+    return ["--prompts", str(prompts), "--out", str(out), "--base-url", fake.base_url,
+            "--model", "fake-teacher", "--no-progress", "--backoff", "0.01", "--timeout", "5", *extra]
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEACHER_")}
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_kill_then_rerun_repeats_no_finished_request(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.delay_s = 0.05
+    texts = {f"k{i:02d}": f"kill question {i}" for i in range(40)}
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows(texts)), encoding="utf-8")
+    out = tmp_path / "killed.jsonl"
+
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.generate",
+                             *_cli_args(fake, prompts, out, "--concurrency", "2")],
+                            cwd=REPO_ROOT, env=_clean_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 6:
+            break
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: no cleanup at all
+    proc.wait(timeout=10)
+    assert proc.returncode != 0, "the run finished before it could be killed"
+
+    fake.delay_s = 0.0
+    before = fake.prompt_snapshot()
+    complete_lines = out.read_text(encoding="utf-8").split("\n")[:-1]  # a torn tail has no newline
+    finished_before = {r["question"] for r in map(json.loads, complete_lines) if r["status"] == "ok"}
+    assert 6 <= len(finished_before) < 40
+
+    assert cli_main(_cli_args(fake, prompts, out, "--concurrency", "4")) == 0
+    after = fake.prompt_snapshot()
+    for question in finished_before:  # finished before the kill: never asked again
+        assert after[question] == before[question] == 1, question
+    for question in texts.values():   # at most the requests in flight at the kill were repeated
+        assert 1 <= after[question] <= 2
+    assert sum(after.values()) <= 40 + 2
+    assert_one_result_per_sample(out, {(pid, 0) for pid in texts})
+
+
+def test_ctrl_c_stops_cleanly_and_rerun_finishes(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.delay_s = 0.05
+    texts = {f"i{i:02d}": f"interrupt question {i}" for i in range(30)}
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows(texts)), encoding="utf-8")
+    out = tmp_path / "interrupted.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.generate",
+                             *_cli_args(fake, prompts, out, "--concurrency", "2")],
+                            cwd=REPO_ROOT, env=_clean_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 4:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "run the same command again" in err
+    data = out.read_text(encoding="utf-8")
+    assert data.endswith("\n") and len(data.splitlines()) < 30  # stopped early, no torn line
+    fake.delay_s = 0.0
+    assert cli_main(_cli_args(fake, prompts, out)) == 0
+    assert_one_result_per_sample(out, {(pid, 0) for pid in texts})
+
+
+def test_cli_reports_bad_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("TEACHER_BASE_URL", "TEACHER_MODEL", "TEACHER_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps(prompt_rows({"a": "x"})[0]) + "\n")
+    assert cli_main(["--prompts", str(prompts), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "no teacher endpoint" in capsys.readouterr().err
+    assert cli_main(["--prompts", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o.jsonl"),
+                     "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]) == 2
+    assert "prompt file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["--prompts", str(prompts), "--out", "o.jsonl", "--temperatures", "hot"])
+
+
+def test_cli_json_summary_and_exit_code_for_failures(fake: FakeOpenAI, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows(
+        {"ok": "fine question", "bad": "bad question [[400]]"})))
+    code = cli_main(_cli_args(fake, prompts, tmp_path / "o.jsonl", "--json", "--n", "2",
+                              "--temperatures", "0.2,0.9"))
+    assert code == 1  # one prompt failed: run again later
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["counts"] == {"ok": 2, "error": 2} and summary["remaining"] == 2
+    assert summary["cost_usd"] == 0.0  # a local endpoint costs nothing
+    temps = sorted(b["temperature"] for b in fake.bodies)
+    assert temps == [0.2, 0.2, 0.9, 0.9]

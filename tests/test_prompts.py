@@ -1,0 +1,136 @@
+"""Prompt templates: files load, render without brace clashes, fail loudly on bad input."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+
+from helpers import prompts
+from helpers.prompts import (
+    classification_messages,
+    extraction_messages,
+    fewshot_exemplars,
+    list_prompts,
+    load_exemplar,
+    load_prompt,
+    math_messages,
+    render,
+)
+
+OWN_TEMPLATES = ["classification_system", "classification_user", "extraction_en", "extraction_zh",
+                 "math_system", "math_user", "reply_format"]
+
+
+def test_own_templates_are_listed_and_documented():
+    names = list_prompts()
+    assert "README" not in names
+    for name in OWN_TEMPLATES:
+        assert name in names
+        template = load_prompt(name)
+        assert template.description, f"{name} has no description in its header"
+        assert not template.text.startswith("---"), "the header leaked into the body"
+        declared = template.header.get("variables", [])
+        assert sorted(declared) == sorted(template.variables), f"{name}: header variables out of date"
+        assert string.Template(template.text).is_valid(), f"{name} has a stray '$'"
+
+
+def test_every_prompt_file_loads():
+    # align_* files (another module) have no header: they must still load.
+    for name in list_prompts():
+        assert load_prompt(name).text.strip()
+
+
+def test_math_user_keeps_literal_braces_and_matches_evalscope():
+    question = "Tom has {5} apples and $3. How many?"
+    text = render("math_user", question=question)
+    assert text == question + "\nPlease reason step by step, and put your final answer within \\boxed{}."
+    try:
+        from evalscope.benchmarks.gsm8k.gsm8k_adapter import PROMPT_TEMPLATE
+    except Exception as exc:  # pragma: no cover - evalscope is a declared dependency
+        pytest.skip(f"evalscope not importable: {exc}")
+    assert text == PROMPT_TEMPLATE.format(question=question)
+
+
+def test_render_refuses_missing_and_unknown_variables():
+    with pytest.raises(ValueError, match="missing question"):
+        render("math_user")
+    with pytest.raises(ValueError, match="unknown questoin"):
+        render("math_user", question="q", questoin="typo")
+    with pytest.raises(FileNotFoundError, match="available"):
+        load_prompt("no_such_prompt")
+
+
+def test_stray_dollar_in_a_template_file_is_reported(tmp_path):
+    (tmp_path / "bad.txt").write_text("---\ndescription: x\n---\nPay $5 for $item\n", encoding="utf-8")
+    template = load_prompt("bad", directory=tmp_path)
+    assert template.description == "x"
+    with pytest.raises(ValueError, match=r"\$\$"):
+        template.render(item="tea")
+
+
+def test_header_without_closing_line_is_an_error(tmp_path):
+    (tmp_path / "open.txt").write_text("---\ndescription: x\nbody\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="closing"):
+        load_prompt("open", directory=tmp_path)
+
+
+def test_math_messages_zero_shot_and_system_switch():
+    msgs = math_messages("What is 2 + 3?")
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "<think>" in msgs[0]["content"] and "<answer>" in msgs[0]["content"]
+    assert msgs[1]["content"].startswith("What is 2 + 3?\n")
+    assert [m["role"] for m in math_messages("q", system=False)] == ["user"]
+    with pytest.raises(ValueError):
+        math_messages("   ")
+
+
+def test_math_messages_rejects_broken_shots():
+    with pytest.raises(ValueError, match="alternate"):
+        math_messages("q", shots=[{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}])
+    with pytest.raises(ValueError, match="alternate"):
+        math_messages("q", shots=[{"role": "user", "content": "x"}])
+    with pytest.raises(ValueError, match="role"):
+        math_messages("q", shots=[{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}])
+
+
+def test_fewshot_exemplars_format():
+    shots = fewshot_exemplars(3, seed=0, steps=1)
+    assert [m["role"] for m in shots] == ["user", "assistant"] * 3
+    for m in shots[1::2]:
+        content = m["content"]
+        assert content.startswith("<think>") and "</think>\n<answer>\\boxed{" in content
+        assert content.endswith("}</answer>")
+    msgs = math_messages("Q?", shots=shots)
+    assert [m["role"] for m in msgs] == ["system"] + ["user", "assistant"] * 3 + ["user"]
+    assert fewshot_exemplars(0) == []
+    assert fewshot_exemplars(3, seed=5) == fewshot_exemplars(3, seed=5)
+    assert fewshot_exemplars(3, seed=5) != fewshot_exemplars(3, seed=6)
+
+
+def test_classification_messages():
+    labels = {"sports": "games", "business": "money"}
+    msgs = classification_messages("Team wins cup", labels)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert "- sports: games" in msgs[0]["content"]
+    ex = load_exemplar("classification_exemplar")
+    assert ex["headline"] in msgs[1]["content"]
+    assert msgs[2]["content"].endswith(f"<answer>{ex['label']}</answer>")
+    assert msgs[-1]["content"].startswith("Headline: Team wins cup")
+    assert [m["role"] for m in classification_messages("x", ["a", "b"], exemplar=False)] == ["system", "user"]
+    with pytest.raises(ValueError, match="exemplar"):
+        classification_messages("x", ["a", "b"])  # the exemplar's label is not allowed
+    with pytest.raises(ValueError, match="duplicates"):
+        classification_messages("x", ["a", "a"], exemplar=False)
+
+
+def test_extraction_messages_markers_and_json_braces():
+    en = extraction_messages("Ann paid $5 on 1 May.")[0]["content"]
+    assert "Thinking process:" in en and "Final answer:" in en and '{"person": "...",' in en
+    assert en.rstrip().endswith("Text: Ann paid $5 on 1 May.")
+    zh = extraction_messages("李明捐款5万元。", "zh")[0]["content"]
+    assert "思考过程：" in zh and "最终答案：" in zh and zh.rstrip().endswith("李明捐款5万元。")
+    for field in prompts.EXTRACTION_FIELDS:
+        assert f'"{field}"' in en and f'"{field}"' in zh
+    with pytest.raises(ValueError, match="lang"):
+        extraction_messages("text", "fr")  # type: ignore[arg-type]

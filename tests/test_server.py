@@ -1,0 +1,103 @@
+"""The local `swift deploy` teacher: start, a real chat completion, stop, nothing left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import openai
+import psutil
+import pytest
+
+from helpers.server import LocalServer, ServerError, deploy_command, free_port
+
+
+def _alive(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_deploy_command_binds_loopback(settings, tmp_path):
+    args = deploy_command(tmp_path, port=1234, api_key="k", served_model_name="t", settings=settings)
+    assert args[args.index("--host") + 1] == "127.0.0.1"
+    assert args[args.index("--infer_backend") + 1] == "transformers"
+    assert int(args[args.index("--max_batch_size") + 1]) > 1
+    assert "--check_model" not in args  # swift deploy rejects it
+    assert ("--template", "chatml") == tuple(args[args.index("--template"):args.index("--template") + 2])
+
+
+def test_not_a_model_folder(tmp_path, settings):
+    with pytest.raises(ServerError, match="prepare_student"):
+        LocalServer(tmp_path, settings=settings)
+
+
+@pytest.mark.slow
+def test_start_chat_stop_leaves_nothing(student, settings):
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    with LocalServer(student, settings=settings, max_batch_size=4) as server:
+        pid = server.pid
+        assert server.running()
+        endpoint = server.endpoint
+        assert endpoint.base_url.startswith("http://127.0.0.1:")
+        assert server.api_key.reveal() not in repr(server)
+        client = openai.OpenAI(**endpoint.client_kwargs(), max_retries=0)
+        reply = client.chat.completions.create(
+            model=endpoint.model, temperature=0, max_tokens=16,
+            messages=[{"role": "system", "content": "You are a helpful assistant."},
+                      {"role": "user", "content": "What is 2 + 3?"}])
+        assert reply.choices[0].message.content.strip()
+        assert reply.usage.completion_tokens > 0
+        # A wrong key is refused: the server is not open to anyone on the machine.
+        bad = openai.OpenAI(base_url=endpoint.base_url, api_key="wrong", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as refused:  # swift answers 400 "API key error"
+            bad.chat.completions.create(model=endpoint.model, max_tokens=4,
+                                        messages=[{"role": "user", "content": "hi"}])
+        assert refused.value.status_code in (400, 401) and "key" in str(refused.value).lower()
+        listening = [c for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == server.port
+                     and c.status == psutil.CONN_LISTEN]
+        assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening)
+        assert server.api_key.reveal() not in server.log_tail(200)
+    assert not server.running() and not _alive(pid)
+    after = {p.pid for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+    assert after <= before, f"stray processes: {after - before}"
+
+
+@pytest.mark.slow
+def test_server_dies_with_its_parent(student, tmp_path):
+    """A kernel killed with SIGKILL must not leave the teacher running."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from helpers.server import LocalServer
+        server = LocalServer({str(student)!r}, max_batch_size=2).start()
+        print(server.pid, flush=True)
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "COURSE_WORKSPACE": str(tmp_path)})
+    try:
+        line = parent.stdout.readline()
+        server_pid = int(line)
+        assert _alive(server_pid)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.time() + 30
+    while _alive(server_pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _alive(server_pid), "the server outlived the process that started it"
+
+
+def test_free_port_is_bindable():
+    import socket
+
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
