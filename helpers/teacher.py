@@ -455,8 +455,8 @@ def stream_chat(endpoint: TeacherEndpoint, messages: Messages, *, temperature: f
     for the message text (which may itself contain an inline ``<think>`` block).
     Pass :func:`print_delta` to watch the answer being written. The assembled
     reply is normalised exactly like a non-streamed one. ``include_usage`` asks
-    the server for token counts at the end of the stream (turn it off for
-    servers that reject ``stream_options``).
+    the server for token counts at the end of the stream; a server that rejects
+    ``stream_options`` with a 400 is asked again without it (usage then reads 0).
     """
     kwargs = build_request(endpoint, messages, temperature=temperature, max_tokens=max_tokens,
                            top_p=top_p, seed=seed, extra=extra)
@@ -467,7 +467,14 @@ def stream_chat(endpoint: TeacherEndpoint, messages: Messages, *, temperature: f
     start = time.perf_counter()
     try:
         with _client(endpoint, timeout, max_retries) as client:
-            stream = client.chat.completions.create(**kwargs)
+            try:
+                stream = client.chat.completions.create(**kwargs)
+            except openai.BadRequestError:
+                if "stream_options" not in kwargs:
+                    raise
+                # Some servers reject stream_options: ask again without usage (a 400 costs nothing).
+                del kwargs["stream_options"]
+                stream = client.chat.completions.create(**kwargs)
             with stream:
                 for chunk in stream:
                     assembler.feed(chunk)

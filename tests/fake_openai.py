@@ -64,15 +64,19 @@ class FakeOpenAI:
         How long a ``[[slow]]`` request sleeps (longer than the client timeout).
     retry_after:
         The ``Retry-After`` header sent with 429s (seconds, as a string).
+    reject_stream_options:
+        Answer 400 to requests with ``stream_options`` (as some older servers do).
     """
 
     def __init__(self, *, api_key: str | None = None, delay_s: float = 0.0, slow_s: float = 1.0,
-                 retry_after: str = "0.05", model: str = "fake-teacher") -> None:
+                 retry_after: str = "0.05", model: str = "fake-teacher",
+                 reject_stream_options: bool = False) -> None:
         self.api_key = api_key
         self.delay_s = delay_s
         self.slow_s = slow_s
         self.retry_after = retry_after
         self.model = model
+        self.reject_stream_options = reject_stream_options
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.prompt_counts: Counter[str] = Counter()
@@ -235,6 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fake.delay_s)
         if "400" in d:
             self._error(400, "This model's maximum context length is exceeded (fake 400).")
+        elif fake.reject_stream_options and "stream_options" in body:
+            self._error(400, "unknown field: stream_options")
         elif first("429"):
             self._error(429, "Rate limit reached (fake).", {"Retry-After": fake.retry_after})
         elif first("500"):

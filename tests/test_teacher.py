@@ -177,3 +177,16 @@ def test_stream_truncated_and_without_usage(endpoint: TeacherEndpoint) -> None:
     reply = stream_chat(endpoint, "cut [[trunc]]", max_tokens=9, include_usage=False)
     assert reply.truncated and reply.answer == ""
     assert reply.usage == Usage(0, 0, 0)
+
+
+def test_stream_falls_back_when_stream_options_are_rejected(endpoint: TeacherEndpoint,
+                                                            fake: FakeOpenAI) -> None:
+    fake.reject_stream_options = True
+    try:
+        before = fake.total_requests
+        reply = stream_chat(endpoint, "old server [[answer:5]]", max_retries=0)
+    finally:
+        fake.reject_stream_options = False
+    assert reply.boxed == "5" and reply.usage == Usage(0, 0, 0)
+    assert fake.total_requests - before == 2
+    assert "stream_options" not in fake.bodies[-1]
