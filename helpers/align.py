@@ -287,3 +287,60 @@ def align_stage(rows: Sequence[Row], chat: Chat, *, max_rounds: int = 3,
                         "rewritten": info["rewritten"], "kept": reason is None})
     return builder.result(rounds=pd.DataFrame(
         records, columns=["row", "rounds", "verdicts", "rewritten", "kept"]))
+
+
+def merge_aligned(rows: Sequence[Row], aligned: StageResult, *, drop_failed: bool,
+                  stage: str = "align") -> StageResult:
+    """Fold the result of aligning a *sample* of ``rows`` back into all of them.
+
+    Judging and rewriting every row costs one to three teacher calls per row, so
+    a notebook may align only a sample (``aligned = align_stage(sample, chat)``).
+    This builds the stage result for the whole set, in the order of ``rows``:
+
+    * rows that passed alignment replace their originals (rewritten or not),
+      with ``align["passed"] = True``;
+    * rows that failed are dropped with their alignment reason when
+      ``drop_failed`` (a judge you trust), else kept exactly as the teacher
+      wrote them (a judge whose verdicts are noise must not delete data); their
+      ``align`` record keeps the verdicts, with ``passed=False`` and
+      ``rewritten=False`` because no rewrite was applied;
+    * rows outside the sample pass through unchanged (no ``align`` field).
+
+    ``result.tables`` holds the alignment tables plus ``outcome``: one line per
+    sampled row saying what happened to it.
+    """
+    positions = {row_id(row): i for i, row in enumerate(rows)}
+    if len(positions) != len(rows):
+        raise ValueError("merge_aligned needs unique row ids (prompt_id#sample_index) in rows.")
+    passed = {row_id(r): r for r in aligned.kept}
+    failed = {row_id(r): r for r in aligned.dropped}
+    unknown = sorted((passed.keys() | failed.keys()) - positions.keys())
+    if unknown:
+        raise ValueError(f"Aligned rows {unknown[:5]} are not among the rows to merge into.")
+
+    builder = StageBuilder(stage, n_in=len(rows))
+    outcome = []
+    for row in rows:
+        key = row_id(row)
+        if key in passed:
+            new = {**passed[key], "align": {**passed[key]["align"], "passed": True}}
+            builder.keep(new)
+            what = "rewritten, replaces the original" if new["align"]["rewritten"] else "kept as written"
+        elif key in failed:
+            bad = failed[key]
+            info = {**bad["align"], "passed": False, "rewritten": False,
+                    "original_thinking": None, "original_answer": None}
+            if drop_failed:
+                builder.drop({**row, "align": info}, bad["drop_reason"], bad["drop_detail"])
+                what = f"dropped ({bad['drop_reason']})"
+            else:
+                builder.keep({**row, "align": info})
+                what = f"original kept ({bad['drop_reason']} ignored)"
+        else:
+            builder.keep(row)
+            continue
+        outcome.append({"row": key, "verdict": (passed.get(key) or failed[key])["align"]["verdict"],
+                        "outcome": what})
+    tables = dict(aligned.tables)
+    tables["outcome"] = pd.DataFrame(outcome, columns=["row", "verdict", "outcome"])
+    return builder.result(**tables)

@@ -360,7 +360,9 @@ def _count_tokens(texts: Sequence[str], tokenizer: Any | None) -> tuple[list[int
         return [len(t.split()) for t in texts], "whitespace-separated words (no tokenizer given)"
     if not hasattr(tokenizer, "encode"):
         raise TypeError("tokenizer must have an encode(text) method (e.g. a transformers tokenizer)")
-    name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+    name = str(getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__)
+    if Path(name).is_absolute():  # a local folder: name it, never print this machine's path
+        name = Path(name).name
 
     def encode(text: str) -> int:
         try:

@@ -44,17 +44,21 @@ def free_port(host: str = LOCAL_HOST) -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGTERM the server if the process that started it dies."""
+    """Ask Linux to SIGKILL the server if the process that started it dies.
+
+    SIGKILL, not SIGTERM: uvicorn's graceful shutdown waits for requests in
+    flight, and a long generation would keep an orphaned server alive.
+    """
     os.setsid()
     if sys.platform.startswith("linux"):
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _stop_process_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+def _stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM the whole group, then SIGKILL whatever is still alive."""
     if proc.poll() is not None:
         return
@@ -63,6 +67,8 @@ def _stop_process_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     except ProcessLookupError:
         return
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        # SIGTERM lets uvicorn finish cleanly; it waits for requests in flight, so a
+        # generation still running is cut short by the SIGKILL after `timeout` seconds.
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:

@@ -7,7 +7,8 @@ import re
 import pytest
 from curation_rows import THINKING, make_row
 
-from helpers.align import AlignmentAborted, align_stage, parse_rewrite, parse_verdict
+from helpers.align import AlignmentAborted, align_stage, merge_aligned, parse_rewrite, parse_verdict
+from helpers.curate import StageResult
 from helpers.prompts import load_prompt
 
 
@@ -163,3 +164,28 @@ def test_bad_arguments() -> None:
         align_stage([make_row()], Script(judge=["right"]), max_rounds=0)
     with pytest.raises(TypeError):
         align_stage([make_row()], "not callable")  # type: ignore[arg-type]
+
+
+def test_merge_aligned_replaces_passed_and_handles_failed_rows() -> None:
+    rows = [make_row(prompt_id=f"p{i}") for i in range(4)]
+    chat = Script(judge=['{"verdict": "too_terse"}', '{"verdict": "right"}'], rewrite=[GOOD_REWRITE])
+    aligned = align_stage(rows[:1], chat, max_rounds=2, progress=False)
+    never = align_stage(rows[1:2], Script(judge=["too_convoluted"], rewrite=["nonsense"]),
+                        max_rounds=2, progress=False)
+    sample = StageResult("align", aligned.kept + never.kept, aligned.dropped + never.dropped)
+
+    lenient = merge_aligned(rows, sample, drop_failed=False)
+    assert [r["prompt_id"] for r in lenient.kept] == ["p0", "p1", "p2", "p3"]
+    assert lenient.kept[0]["reply"]["thinking"] == EXPANDED and lenient.kept[0]["align"]["passed"]
+    assert lenient.kept[1]["reply"] == rows[1]["reply"]  # the judge's "no" deletes nothing
+    assert lenient.kept[1]["align"] == {**lenient.kept[1]["align"], "passed": False, "rewritten": False}
+    assert "align" not in lenient.kept[2]
+    assert lenient.tables["outcome"]["row"].tolist() == ["p0#0", "p1#0"]
+
+    strict = merge_aligned(rows, sample, drop_failed=True)
+    assert [r["prompt_id"] for r in strict.kept] == ["p0", "p2", "p3"]
+    (dropped,) = strict.dropped
+    assert dropped["drop_reason"] == "alignment_failed" and dropped["reply"] == rows[1]["reply"]
+
+    with pytest.raises(ValueError, match="not among"):
+        merge_aligned(rows[2:], sample, drop_failed=True)

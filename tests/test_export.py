@@ -190,6 +190,10 @@ def test_dataset_card(tmp_path: Path) -> None:
 
     tokens = dataset_card(rows, source="s", tokenizer=WordPieceTokenizer(), teacher_model="T")
     assert "tokens of the fake/tokenizer tokenizer" in tokens and "**Teacher model:** T" in tokens
+    local = WordPieceTokenizer()
+    local.name_or_path = str(tmp_path / "models" / "Student-1B")  # a local folder, not a hub id
+    card_local = dataset_card(rows, source="s", tokenizer=local)
+    assert "tokens of the Student-1B tokenizer" in card_local and str(tmp_path) not in card_local
     path = write_dataset_card(tmp_path, rows, source="s")
     assert path.name == "README.md" and path.read_text(encoding="utf-8").startswith("# ")
     with pytest.raises(ValueError, match="empty"):
