@@ -15,7 +15,7 @@ What it does
     3. Warms the server up, then for each repeat and each concurrency runs, back to
        back (the order rotates between repeats, because the 2 shared cores drift):
        * the engine: ``generate(rows, fresh.jsonl, GenerationConfig(concurrency=c,
-         cache_dir=None, ...))``, non-streaming, fsync per row as shipped;
+         cache_dir=None, ...))``, non-streaming, otherwise the shipped defaults;
        * ``evalscope perf`` (closed loop, ``parallel=c``, ``number=--requests``),
          streaming (its default) and non-streaming, each into a fresh output folder.
        Both sides send greedy requests (temperature 0) with the same ``max_tokens``
@@ -203,8 +203,12 @@ def run_evalscope(runner: Any, endpoint: TeacherEndpoint, dataset: Path, out_dir
 # --------------------------------------------------------------------------- main
 
 
-def _median(values: list[float]) -> float:
-    return round(statistics.median(values), 2) if values else float("nan")
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format("-", spec.split(".")[0]) if value is None else format(value, spec)
 
 
 def summarize(runs: list[dict[str, Any]], concurrencies: list[int]) -> list[dict[str, Any]]:
@@ -220,7 +224,7 @@ def summarize(runs: list[dict[str, Any]], concurrencies: list[int]) -> list[dict
         eng = row["engine_tok_s"]
         for mode, key in (("evalscope-nonstream", "ratio_nonstream"), ("evalscope-stream", "ratio_stream")):
             raw = row[f"{mode}_tok_s"]
-            row[key] = round(eng / raw, 3) if raw and raw == raw and raw > 0 else None
+            row[key] = round(eng / raw, 3) if eng is not None and raw else None
         table.append(row)
     return table
 
@@ -233,14 +237,16 @@ def print_table(table: list[dict[str, Any]], stream_too: bool) -> None:
     print(head)
     print("-" * len(head))
     for row in table:
-        line = (f"{row['concurrency']:>4} | {row['engine_tok_s']:>12.1f} {row['engine_req_s']:>6.2f} | "
-                f"{row['evalscope-nonstream_tok_s']:>15.1f} {row['evalscope-nonstream_req_s']:>6.2f} | "
-                f"{row['ratio_nonstream'] if row['ratio_nonstream'] is not None else float('nan'):>5.2f}")
+        line = (f"{row['concurrency']:>4} | {_fmt(row['engine_tok_s'], '>12.1f')} "
+                f"{_fmt(row['engine_req_s'], '>6.2f')} | "
+                f"{_fmt(row['evalscope-nonstream_tok_s'], '>15.1f')} "
+                f"{_fmt(row['evalscope-nonstream_req_s'], '>6.2f')} | {_fmt(row['ratio_nonstream'], '>5.2f')}")
         if stream_too:
-            line += (f" || {row['evalscope-stream_tok_s']:>22.1f} {row['evalscope-stream_req_s']:>6.2f} | "
-                     f"{row['ratio_stream'] if row['ratio_stream'] is not None else float('nan'):>5.2f}")
+            line += (f" || {_fmt(row['evalscope-stream_tok_s'], '>22.1f')} "
+                     f"{_fmt(row['evalscope-stream_req_s'], '>6.2f')} | {_fmt(row['ratio_stream'], '>5.2f')}")
         print(line)
-    print("engine: non-streaming, fsync per row; evalscope: non-streaming (ratio = engine / evalscope)"
+    print("engine: non-streaming (GenerationConfig defaults, no cache); "
+          "evalscope: non-streaming (ratio = engine / evalscope)"
           + ("; evalscope stream: streaming, evalscope's default" if stream_too else ""))
 
 
@@ -262,7 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="show evalscope's own summary tables")
     p.add_argument("--no-stream", action="store_true", help="skip the streaming evalscope runs")
     p.add_argument("--progress", action="store_true", help="show the engine's progress bar")
-    p.add_argument("--no-fsync", action="store_true", help="engine without fsync per row (diagnosis)")
+    p.add_argument("--no-fsync", action="store_true", help="engine with fsync=False (diagnosis)")
     p.add_argument("--base-url", default=None, help="use a running server instead of starting one")
     p.add_argument("--model", default=None, help="its served model name (with --base-url)")
     p.add_argument("--out", type=Path, default=None, help="JSON result (default outputs/bench_engine.json)")
@@ -299,6 +305,34 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = server.endpoint
         print(f"  ready in {time.perf_counter() - started:.0f} s at {endpoint.base_url}", flush=True)
     runs: list[dict[str, Any]] = []
+
+    def write_report(complete: bool) -> None:
+        """The JSON result; rewritten after every run, so a killed bench still leaves its numbers."""
+        report = {
+            "benchmark": "engine_throughput",
+            "complete": complete,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(),
+                        "loadavg_now": [round(x, 2) for x in os.getloadavg()]},
+            "server": {"backend": "swift deploy, transformers", "model": endpoint.model,
+                       "max_batch_size": args.max_batch_size, "started_here": server is not None,
+                       "omp_threads": (args.server_threads or "default") if server is not None else "unknown"},
+            "settings": {"requests": sizes, "max_tokens": args.max_tokens, "temperature": args.temperature,
+                         "concurrency": args.concurrency, "repeats": args.repeats, "shots": args.shots,
+                         "engine": {"stream": False, "fsync": not args.no_fsync, "progress": args.progress,
+                                    "cache_dir": None},
+                         "evalscope": {"runner": runner_name, "api": "openai", "dataset": "line_by_line",
+                                       "modes": [m for m in modes if m != "engine"]}},
+            "table": summarize(runs, args.concurrency),
+            "runs": runs,
+            "total_s": round(time.perf_counter() - started, 1),
+        }
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_json.with_name(out_json.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, out_json)
+
     try:
         # Warm-up (not measured): a full batch through the engine, one request through evalscope.
         warm = min(max(args.concurrency), len(rows))
@@ -322,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                                                temperature=args.temperature, stream=mode == "evalscope-stream",
                                                verbose=args.verbose)
                     result["repeat"] = rep
+                    result["loadavg_1min"] = round(os.getloadavg()[0], 2)
                     runs.append(result)
+                    write_report(complete=False)
                     print(f"[rep {rep}] c={c:<2} {mode:<20} {result['tok_s']:7.1f} tok/s "
                           f"{result['req_s']:5.2f} req/s  {result['completion_tokens']:5d} tokens "
                           f"in {result['elapsed_s']:6.1f} s  ok {result['succeeded']}/{n}", flush=True)
@@ -333,27 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     table = summarize(runs, args.concurrency)
     print()
     print_table(table, stream_too=not args.no_stream)
-    report = {
-        "benchmark": "engine_throughput",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "server": {"backend": "swift deploy, transformers", "model": endpoint.model,
-                   "max_batch_size": args.max_batch_size, "started_here": server is not None,
-                   "omp_threads": (args.server_threads or "default") if server is not None else "unknown"},
-        "settings": {"requests": sizes, "max_tokens": args.max_tokens, "temperature": args.temperature,
-                     "concurrency": args.concurrency, "repeats": args.repeats, "shots": args.shots,
-                     "engine": {"stream": False, "fsync": not args.no_fsync, "progress": args.progress,
-                                "cache_dir": None},
-                     "evalscope": {"runner": runner_name, "api": "openai", "dataset": "line_by_line",
-                                   "modes": [m for m in modes if m != "engine"]}},
-        "table": table,
-        "runs": runs,
-        "total_s": round(time.perf_counter() - started, 1),
-    }
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {out_json} ({report['total_s']:.0f} s in all)")
+    write_report(complete=True)
+    print(f"\nwrote {out_json} ({time.perf_counter() - started:.0f} s in all)")
     return 0
 
 

@@ -27,6 +27,10 @@ from .verify import check_row
 Row = Mapping[str, Any]
 
 
+_FACTS = ("prompt_id", "sample_index", "task", "steps", "reference", "prediction", "correct", "format_ok",
+          "has_thinking", "truncated", "tokens")
+
+
 def score_row(row: Row) -> dict[str, Any]:
     """Per-reply facts used by :func:`metrics_table` (also handy as a per-item table)."""
     reply = row.get("reply") or {}
@@ -55,17 +59,18 @@ def score_row(row: Row) -> dict[str, Any]:
     }
 
 
-def item_table(rows: Iterable[Row]) -> pd.DataFrame:
-    """One line per reply with the facts :func:`score_row` extracts."""
-    return pd.DataFrame([score_row(r) for r in rows])
+def item_table(rows: Iterable[Row], extra: Sequence[str] = ()) -> pd.DataFrame:
+    """One line per reply with the facts :func:`score_row` extracts, plus the ``extra`` row fields."""
+    return pd.DataFrame([{**score_row(r), **{k: r.get(k) for k in extra}} for r in rows])
 
 
 def metrics_table(rows: Iterable[Row] | pd.DataFrame, by: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Aggregate replies into accuracy / format / length / truncation per group."""
-    items = rows if isinstance(rows, pd.DataFrame) else item_table(rows)
+    keys = [by] if isinstance(by, str) else list(by or [])
+    items = rows if isinstance(rows, pd.DataFrame) else item_table(rows, extra=[k for k in keys if k not in _FACTS])
     if items.empty:
         return pd.DataFrame(columns=["n", "accuracy", "format_ok", "think_rate", "truncated", "mean_tokens"])
-    grouped = items.groupby(list([by] if isinstance(by, str) else by), dropna=False) if by else None
+    grouped = items.groupby(keys, dropna=False) if keys else None
     agg = {"n": ("correct", "size"), "accuracy": ("correct", "mean"), "format_ok": ("format_ok", "mean"),
            "think_rate": ("has_thinking", "mean"), "truncated": ("truncated", "mean"),
            "mean_tokens": ("tokens", "mean")}

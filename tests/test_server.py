@@ -101,3 +101,9 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_server_threads_leave_room_for_the_kernel():
+    from helpers.server import server_threads
+
+    assert server_threads(2) == 1 and server_threads(1) == 1 and server_threads(16) == 8
