@@ -362,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[rep {rep}] c={c:<2} {mode:<20} {result['tok_s']:7.1f} tok/s "
                           f"{result['req_s']:5.2f} req/s  {result['completion_tokens']:5d} tokens "
                           f"in {result['elapsed_s']:6.1f} s  ok {result['succeeded']}/{n}", flush=True)
+                    if server is not None and not server.running():
+                        print(f"error: the server died (log: {server.log_path}); the numbers so far are in "
+                              f"{out_json}", file=sys.stderr)
+                        return 1
     finally:
         if server is not None:
             server.stop()

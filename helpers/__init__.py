@@ -7,6 +7,13 @@ Each module has one job; notebooks import from here and stay thin:
 * :mod:`helpers.server`  - start/stop a local OpenAI-compatible teacher with ``swift deploy``
 * :mod:`helpers.envcheck` - the environment report of notebook 00
 * :mod:`helpers.course`  - run every notebook headless and summarise the run
+* :mod:`helpers.prompts`, :mod:`helpers.tasks` - prompt templates (files under data/prompts) and task data
+* :mod:`helpers.parsing`, :mod:`helpers.teacher` - parse replies; call any OpenAI-compatible teacher
+* :mod:`helpers.generate` - the resumable, rate-limited batch generation engine (also ``python -m helpers generate``)
+* :mod:`helpers.metrics` - accuracy / format / length / truncation tables
+* curation stages: :mod:`helpers.verify`, :mod:`helpers.filters`, :mod:`helpers.dedup`,
+  :mod:`helpers.decontam`, :mod:`helpers.align`, :mod:`helpers.select`, :mod:`helpers.export`
+  (tied together by :mod:`helpers.curate`)
 """
 
 from .config import Settings, get_settings
