@@ -262,9 +262,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shots", type=int, default=0, help="few-shot examples per prompt (0: short prompts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-batch-size", type=int, default=8, help="swift deploy --max_batch_size")
-    p.add_argument("--server-threads", type=int, default=1,
-                   help="OMP/MKL threads of the server this script starts (default 1; 0: leave torch's default, "
-                        "which on a busy 2-core machine makes non-streamed replies several times slower)")
+    p.add_argument("--server-threads", type=int, default=0,
+                   help="OMP threads of the server this script starts (default 0: the server's own default, "
+                        "helpers.server.server_threads(), or $OMP_NUM_THREADS)")
     p.add_argument("--verbose", action="store_true", help="show evalscope's own summary tables")
     p.add_argument("--no-stream", action="store_true", help="skip the streaming evalscope runs")
     p.add_argument("--progress", action="store_true", help="show the engine's progress bar")
@@ -289,18 +289,19 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in MODES if not (args.no_stream and m == "evalscope-stream")]
 
     server = None
+    threads = "unknown (a running server)"
     started = time.perf_counter()
     if args.base_url:
         endpoint = TeacherEndpoint(base_url=args.base_url, model=args.model or "local-teacher",
                                    api_key=Secret(os.environ.get("TEACHER_API_KEY", "")), local=True)
     else:
-        from helpers.server import start_local_teacher
+        from helpers.server import server_threads, start_local_teacher
 
         if args.server_threads > 0:  # LocalServer hands this process's environment to swift deploy
-            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = str(args.server_threads)
+            os.environ["OMP_NUM_THREADS"] = str(args.server_threads)
+        threads = os.environ.get("OMP_NUM_THREADS") or str(server_threads())
         print(f"starting the local teacher (swift deploy, max_batch_size {args.max_batch_size}, "
-              f"server threads {args.server_threads or 'default'}) ...", flush=True)
+              f"OMP threads {threads}) ...", flush=True)
         server = start_local_teacher(settings, max_batch_size=args.max_batch_size)
         endpoint = server.endpoint
         print(f"  ready in {time.perf_counter() - started:.0f} s at {endpoint.base_url}", flush=True)
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                         "loadavg_now": [round(x, 2) for x in os.getloadavg()]},
             "server": {"backend": "swift deploy, transformers", "model": endpoint.model,
                        "max_batch_size": args.max_batch_size, "started_here": server is not None,
-                       "omp_threads": (args.server_threads or "default") if server is not None else "unknown"},
+                       "omp_threads": threads},
             "settings": {"requests": sizes, "max_tokens": args.max_tokens, "temperature": args.temperature,
                          "concurrency": args.concurrency, "repeats": args.repeats, "shots": args.shots,
                          "engine": {"stream": False, "fsync": not args.no_fsync, "progress": args.progress,

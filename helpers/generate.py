@@ -806,6 +806,10 @@ class _Engine:
                 row = await self.process(client, limiter, job)
                 if row is not None:
                     record(row)
+                # Let the other replies that came in together be handled first, so that the
+                # next requests leave together: a batching server (swift deploy) takes what is
+                # waiting when it polls, and a request a few ms late waits a whole batch.
+                await asyncio.sleep(0)
 
         try:
             if jobs:

@@ -311,6 +311,36 @@ def test_rows_are_flushed_at_once_and_fsynced_in_groups(fake: FakeOpenAI, tmp_pa
     assert 1 <= len(synced) < 12  # one fsync covers many rows; close() syncs the last ones
 
 
+def test_replies_that_arrive_together_send_the_next_requests_together(
+        fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batching server answers a whole batch at once; the next requests must leave as one wave.
+
+    Otherwise the first of them reaches swift deploy alone, starts a batch of one and
+    the others wait a whole batch for it.
+    """
+    from helpers import generate as engine
+    from helpers.teacher import TeacherReply, Usage
+
+    events: list[str] = []
+    release: dict[int, asyncio.Event] = {}
+
+    async def batched_attempt(self: Any, client: Any, job: Any) -> TeacherReply:
+        wave = int(job.prompt["id"][1:]) // 4  # jobs 0-3 are the first batch, 4-7 the second
+        events.append(f"start {wave}")
+        event = release.setdefault(wave, asyncio.Event())
+        if sum(e == f"start {wave}" for e in events) == 4:
+            event.set()  # the "server" answers the full batch at once
+        await event.wait()
+        events.append(f"done {wave}")
+        return TeacherReply(None, "ok", "ok", "stop", Usage(10, 5, 15))
+
+    monkeypatch.setattr(engine._Engine, "_attempt", batched_attempt)
+    rows = prompt_rows({f"w{i}": f"wave question {i}" for i in range(8)})
+    summary = generate(rows, tmp_path / "waves.jsonl", config_for(fake, concurrency=4))
+    assert summary.counts == {"ok": 8}
+    assert events == ["start 0"] * 4 + ["done 0"] * 4 + ["start 1"] * 4 + ["done 1"] * 4
+
+
 def test_torn_last_line_is_recovered(fake: FakeOpenAI, tmp_path: Path) -> None:
     rows = prompt_rows({f"t{i}": f"torn question {i}" for i in range(4)})
     out = tmp_path / "torn.jsonl"
