@@ -18,8 +18,9 @@ drop samples a student should not imitate, each with its own reason:
                     shorter than the configured minimum
 ``repeats_question`` the answer or the thinking merely repeats the question
 ``length_outlier``  thinking far longer than the rest (IQR or percentile
-                    rule, computed over the rows that passed the other checks;
-                    skipped for sets too small for statistics)
+                    rule, computed over the rows that passed the other checks,
+                    never below ``min_outlier_words``; skipped for sets too
+                    small for statistics)
 ==================  ==========================================================
 
 A row gets the first reason that applies, in the order above.
@@ -71,6 +72,10 @@ class FilterConfig:
     """Percentile rule: drop thinking longer than this percentile of lengths."""
     min_rows_for_outliers: int = 20
     """Skip the outlier rule below this many rows (statistics of 5 rows mean nothing)."""
+    min_outlier_words: int = 64
+    """The fence is never below this many words: the rule is for runaway chains of thought.
+    Without a floor, a set of uniformly short chains (IQR of 2 words) would flag a normal
+    two-step solution of 23 words, i.e. exactly the rarer, harder rows."""
 
 
 def load_refusal_phrases(path: str | Path | None = None) -> list[str]:
@@ -157,6 +162,8 @@ def check_quality(row: Row, config: FilterConfig, phrases: Sequence[str]) -> tup
 def length_fence(lengths: Sequence[int], config: FilterConfig) -> tuple[float, str] | None:
     """The thinking length above which a row is an outlier, with how it was computed.
 
+    The fence is at least ``config.min_outlier_words``.
+
     ``None`` when the rule is off or there are fewer than
     ``config.min_rows_for_outliers`` lengths.
     """
@@ -166,11 +173,15 @@ def length_fence(lengths: Sequence[int], config: FilterConfig) -> tuple[float, s
     if config.outlier_rule == "iqr":
         q1, q3 = np.percentile(values, [25, 75])
         fence = q3 + config.iqr_k * (q3 - q1)
-        return float(fence), f"Q3 {q3:.0f} + {config.iqr_k:g} x IQR {q3 - q1:.0f}"
-    if config.outlier_rule == "percentile":
+        how = f"Q3 {q3:.0f} + {config.iqr_k:g} x IQR {q3 - q1:.0f}"
+    elif config.outlier_rule == "percentile":
         fence = np.percentile(values, config.percentile)
-        return float(fence), f"{config.percentile:g}th percentile"
-    raise ValueError(f"outlier_rule must be 'iqr', 'percentile' or None, got {config.outlier_rule!r}")
+        how = f"{config.percentile:g}th percentile"
+    else:
+        raise ValueError(f"outlier_rule must be 'iqr', 'percentile' or None, got {config.outlier_rule!r}")
+    if fence < config.min_outlier_words:
+        return float(config.min_outlier_words), f"floor min_outlier_words; {how} = {fence:.0f}"
+    return float(fence), how
 
 
 def quality_filter(rows: Sequence[Row], config: FilterConfig | None = None, *,

@@ -88,6 +88,19 @@ def test_length_outlier_iqr() -> None:
     assert quality_filter(_length_rows(60), phrases=PHRASES).n_dropped == 0  # fence 35 + 3 x 10
 
 
+def test_length_outlier_has_a_floor_for_uniformly_short_chains() -> None:
+    # 24 one-step chains of 13-15 words (IQR 2) and one two-step chain of 23 words:
+    # Q3 + 3 x IQR = 21, but a 23-word chain of thought is not a runaway one.
+    rows = [make_row(prompt_id=f"p{i}", thinking=" ".join(["step"] * (13 + i % 3))) for i in range(24)]
+    rows.append(make_row(prompt_id="two-step", thinking=" ".join(["step"] * 23)))
+    assert quality_filter(rows, phrases=PHRASES).n_dropped == 0
+    rows.append(make_row(prompt_id="runaway", thinking=" ".join(["step"] * 80)))
+    result = quality_filter(rows, phrases=PHRASES)
+    assert [r["prompt_id"] for r in result.dropped] == ["runaway"]
+    assert "> 64 (floor min_outlier_words" in result.dropped[0]["drop_detail"]
+    assert quality_filter(rows, FilterConfig(min_outlier_words=0), phrases=PHRASES).n_dropped == 2
+
+
 def test_length_outlier_percentile_and_small_sets() -> None:
     config = FilterConfig(outlier_rule="percentile", percentile=90)
     result = quality_filter(_length_rows(400), config, phrases=PHRASES)
