@@ -6,6 +6,7 @@ Commands:
   serve              run the local teacher until Ctrl+C
   generate ...       batch generation with the teacher (see ``generate --help``)
   run-course         execute every notebook headless into a run folder
+  i18n ...           status / stub / build of the Chinese notebooks (see ``i18n --help``)
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         from .generate import cli_main
 
         return cli_main(argv[1:])
+    if argv and argv[0] == "i18n":
+        from .i18n import cli_main as i18n_main
+
+        return i18n_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int, default=8)
     p.set_defaults(func=_serve)
     sub.add_parser("generate", help="batch generation (see `python -m helpers generate --help`)")
+    sub.add_parser("i18n", help="Chinese notebooks from one source (see `python -m helpers i18n --help`)")
     p = sub.add_parser("run-course", help="execute all notebooks headless")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     p.set_defaults(func=_run_course)

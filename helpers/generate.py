@@ -305,9 +305,12 @@ def request_key(endpoint: TeacherEndpoint, messages: Sequence[Mapping[str, Any]]
     """SHA-256 of the canonical request (base URL, model, messages, params, sample index).
 
     Two runs that would send the same request get the same key; the API key is
-    not part of it.
+    not part of it. A server on this machine counts as one place whatever port it
+    got (``swift deploy`` picks a free port each start), so resuming a run
+    against a restarted local teacher does not redo finished requests.
     """
-    canonical = {"base_url": endpoint.base_url.rstrip("/"), "model": endpoint.model,
+    where = "local" if _is_local(endpoint) else endpoint.base_url.rstrip("/")
+    canonical = {"base_url": where, "model": endpoint.model,
                  "messages": list(messages), "params": dict(params), "sample_index": sample_index}
     blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -36,6 +36,7 @@ import string
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -557,15 +558,17 @@ def _fill(template: Template, rng: random.Random, max_tries: int = 5000) -> tupl
     )
 
 
-def _stream(split: Split, steps: int, key: str) -> Iterator[tuple[Template, str, int, list[Equation], list[str]]]:
+def _stream(split: Split, steps: int, key: str,
+            template_id: str | None = None) -> Iterator[tuple[Template, str, int, list[Equation], list[str]]]:
     """Endless unique problems of one split and step count, deterministic for ``key``.
 
     Templates are used in shuffled rounds, so every template appears equally often.
+    ``template_id`` restricts the stream to that one template.
     """
-    templates = templates_for(split, steps)
+    templates = [t for t in templates_for(split, steps) if template_id in (None, t.id)]
     if not templates:
-        raise ValueError(f"No {split} templates with {steps} steps.")
-    rng = random.Random(f"word-problems|{split}|{steps}|{key}")
+        raise ValueError(f"No {split} templates with {steps} steps" + (f" and id {template_id}." if template_id else "."))
+    rng = random.Random(f"word-problems|{split}|{steps}|{key}" + (f"|{template_id}" if template_id else ""))
     seen: set[str] = set()
     while True:
         produced = False
@@ -589,8 +592,8 @@ def _problem(pid: str, split: Split, t: Template, question: str, answer: int,
 
 def _check_steps(steps: Iterable[int]) -> tuple[int, ...]:
     steps = tuple(steps)
-    if not steps or len(set(steps)) != len(steps) or not set(steps) <= {1, 2, 3}:
-        raise ValueError(f"steps must be distinct values among 1, 2, 3, got {steps!r}.")
+    if not steps or not set(steps) <= {1, 2, 3}:
+        raise ValueError(f"steps must be a non-empty sequence of 1, 2 and 3, got {steps!r}.")
     return steps
 
 
@@ -599,28 +602,43 @@ def make_word_problems(split: Split, n: int, *, seed: int = 0,
     """``n`` unique word problems of ``split``, balanced over ``steps``.
 
     Problem ``i`` has ``steps[i % len(steps)]`` operations, so step counts differ
-    by at most one, and asking for more problems only appends to the list.
+    by at most one, and asking for more problems only appends to the list. A
+    value may repeat to weight the mix: ``steps=(1, 1, 2, 3)`` gives half
+    one-step problems.
     Ids are ``wp-<split>-<index>``.
     """
     _check_split(split)
     steps = _check_steps(steps)
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}.")
-    streams = {s: _stream(split, s, str(seed)) for s in steps}
+    streams = {s: _stream(split, s, str(seed)) for s in set(steps)}
     return [_problem(f"wp-{split}-{i:06d}", split, *next(streams[steps[i % len(steps)]]))
             for i in range(n)]
 
 
 def fewshot_problems(k: int, *, seed: int = 0, steps: int | None = None,
-                     exclude: Collection[str] = ()) -> list[WordProblem]:
+                     exclude: Collection[str] = (), template_id: str | None = None) -> list[WordProblem]:
     """``k`` worked examples for few-shot prompts, from TRAIN templates only.
 
     They come from their own random stream (not the training rows of the same
     seed), each from a different template, and never one of the ``exclude``
     question texts. With ``steps=None`` the step counts cycle 1, 2, 3.
+
+    ``template_id`` (a TRAIN template) instead gives ``k`` examples worded like
+    that template with other names and numbers: the "retrieve the most similar
+    solved problems" prompt that makes a tiny teacher far more reliable.
     """
     if not isinstance(k, int) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}.")
+    if template_id is not None:
+        template = next((t for t in templates_for("train") if t.id == template_id), None)
+        if template is None:
+            raise ValueError(f"{template_id!r} is not a train template: retrieved exemplars come from training "
+                             "wording only, so test questions never leak into prompts.")
+        stream = _stream("train", template.steps, f"exemplars|{seed}", template_id=template_id)
+        excluded = set(exclude)
+        picked = [item for item in islice((x for x in stream if x[1] not in excluded), k)]
+        return [_problem(f"wp-shot-{seed}-{template_id}-{i}", "train", *item) for i, item in enumerate(picked)]
     step_cycle = _check_steps((steps,)) if steps is not None else (1, 2, 3)
     streams = {s: _stream("train", s, f"exemplars|{seed}") for s in step_cycle}
     excluded = set(exclude)
@@ -641,24 +659,42 @@ def fewshot_problems(k: int, *, seed: int = 0, steps: int | None = None,
     return chosen
 
 
+ExemplarMode = Literal["steps", "template", "any"]
+
+
 def word_problem_rows(split: Split, n: int, *, seed: int = 0, shots: int = 3, system: bool = True,
-                      steps: Sequence[int] = (1, 2, 3), match_steps: bool = True) -> list[Row]:
+                      steps: Sequence[int] = (1, 2, 3), match_steps: bool = True,
+                      exemplars: ExemplarMode | None = None) -> list[Row]:
     """Prompt rows (task ``"word_problem"``) for ``n`` generated problems.
 
     ``shots`` worked TRAIN examples come before each question (``shots=0`` gives
-    the zero-shot prompt used for the student and for evaluation). With
-    ``match_steps`` the examples have as many steps as the question, which helps
-    a tiny teacher copy the right shape of solution. ``meta`` carries steps,
-    family, template id, operations and the gold solution.
+    the zero-shot prompt used for the student and for evaluation). How they are
+    picked (``exemplars``):
+
+    * ``"steps"`` (default): examples with as many steps as the question, which
+      helps a tiny teacher copy the right shape of solution;
+    * ``"any"``: examples of 1, 2 and 3 steps (``match_steps=False`` means this);
+    * ``"template"``: for TRAIN questions, examples worded like the question
+      itself (retrieval of similar solved problems); test questions fall back to
+      ``"steps"`` because their wording never appears in training.
+
+    ``meta`` carries steps, family, template id, operations, the gold solution
+    and the exemplar mode.
     """
+    mode: ExemplarMode = exemplars or ("steps" if match_steps else "any")
+    if mode not in ("steps", "template", "any"):
+        raise ValueError(f"exemplars must be 'steps', 'template' or 'any', got {exemplars!r}.")
     problems = make_word_problems(split, n, seed=seed, steps=steps)
-    shot_cache: dict[int | None, list[dict[str, str]]] = {}
-    shot_questions: dict[int | None, set[str]] = {}
+    shot_cache: dict[object, list[dict[str, str]]] = {}
+    shot_questions: dict[object, set[str]] = {}
 
     def shots_for(p: WordProblem) -> list[dict[str, str]]:
         if shots == 0:
             return []
-        key = p.steps if match_steps else None
+        if mode == "template" and p.split == "train":
+            picked = fewshot_problems(shots, seed=seed, template_id=p.template_id, exclude={p.question})
+            return shot_messages((q.question, q.thinking, boxed(q.answer)) for q in picked)
+        key = p.steps if mode != "any" else None
         if key not in shot_cache:
             picked = fewshot_problems(shots, seed=seed, steps=key)
             shot_cache[key] = shot_messages((q.question, q.thinking, boxed(q.answer)) for q in picked)
@@ -676,7 +712,8 @@ def word_problem_rows(split: Split, n: int, *, seed: int = 0, shots: int = 3, sy
             "reference": str(p.answer),
             "task": "word_problem",
             "meta": {"steps": p.steps, "family": p.family, "template_id": p.template_id, "ops": list(p.ops),
-                     "split": p.split, "shots": shots, "solution": p.solution_text},
+                     "split": p.split, "shots": shots, "exemplars": mode if shots else None,
+                     "solution": p.solution_text},
         }
         for p in problems
     ]

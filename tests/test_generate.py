@@ -30,6 +30,7 @@ from helpers.generate import (  # noqa: E402
     generate,
     load_prompts,
     load_samples,
+    request_key,
     temperature_schedule,
 )
 
@@ -498,3 +499,16 @@ def test_cli_json_summary_and_exit_code_for_failures(fake: FakeOpenAI, tmp_path:
     assert summary["cost_usd"] == 0.0  # a local endpoint costs nothing
     temps = sorted(b["temperature"] for b in fake.bodies)
     assert temps == [0.2, 0.2, 0.9, 0.9]
+
+
+def test_request_key_ignores_the_port_of_a_local_server_but_not_a_remote_host() -> None:
+    msgs = [{"role": "user", "content": "2+2?"}]
+    params = {"temperature": 0.0, "max_tokens": 8}
+
+    def key(url: str, model: str = "m") -> str:
+        return request_key(TeacherEndpoint(base_url=url, model=model, api_key=Secret("k")), msgs, params, 0)
+
+    assert key("http://127.0.0.1:8001/v1") == key("http://127.0.0.1:9123/v1")  # swift deploy restarted
+    assert key("http://127.0.0.1:8001/v1") != key("http://127.0.0.1:8001/v1", model="other")
+    assert key("https://api.deepseek.com/v1") != key("https://api.openai.com/v1")
+    assert key("https://api.deepseek.com/v1") != key("http://127.0.0.1:8001/v1")

@@ -307,3 +307,28 @@ def test_extraction_samples_and_rows():
     rows = tasks.extraction_rows("zh")
     assert rows and all(r["task"] == "extraction" and r["meta"]["lang"] == "zh" for r in rows)
     assert "最终答案：" in rows[0]["messages"][0]["content"]
+
+
+def test_template_exemplars_share_the_wording_of_train_questions_only() -> None:
+    from helpers.tasks import match_template
+
+    rows = word_problem_rows("train", 9, seed=3, shots=3, exemplars="template")
+    for row in rows:
+        shots = [m["content"] for m in row["messages"] if m["role"] == "user"][:-1]
+        assert len(shots) == 3 and row["meta"]["exemplars"] == "template"
+        assert all(match_template(s.split("\n")[0]).id == row["meta"]["template_id"] for s in shots)
+        assert row["question"] not in "".join(shots)
+    test_rows = word_problem_rows("test", 6, seed=3, shots=3, exemplars="template")
+    for row in test_rows:  # test wording never appears in prompts: falls back to same-step train exemplars
+        shots = [m["content"].split("\n")[0] for m in row["messages"] if m["role"] == "user"][:-1]
+        assert all(match_template(s).split == "train" and match_template(s).steps == row["meta"]["steps"] for s in shots)
+    with pytest.raises(ValueError, match="not a train template"):
+        fewshot_problems(2, template_id="C1-01")
+    with pytest.raises(ValueError, match="exemplars must be"):
+        word_problem_rows("train", 1, exemplars="nearest")  # type: ignore[arg-type]
+
+
+def test_repeated_steps_weight_the_mix() -> None:
+    problems = make_word_problems("train", 40, seed=1, steps=(1, 1, 2, 3))
+    counts = {s: sum(p.steps == s for p in problems) for s in (1, 2, 3)}
+    assert counts == {1: 20, 2: 10, 3: 10} and len({p.question for p in problems}) == 40
