@@ -19,12 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Sequence
 
 from .config import HUB_OFFLINE_VARS, Secret, Settings, TeacherEndpoint, get_settings, mask_secrets
 
@@ -96,6 +97,15 @@ def _stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _copy_masked(stream: IO[bytes], path: Path, secret: str) -> None:
+    """Copy a child's output to ``path`` line by line with ``secret`` replaced by ``****``."""
+    token = secret.encode()
+    with stream, open(path, "wb") as log:
+        for line in iter(stream.readline, b""):
+            log.write(line.replace(token, b"****") if token else line)
+            log.flush()
 
 
 def deploy_command(
@@ -208,12 +218,12 @@ class LocalServer:
         # parent-death signal and the process-group kill both reach. The current
         # interpreter also avoids depending on PATH inside a notebook kernel.
         cmd = [sys.executable, "-m", "swift.cli.deploy", *args]
-        log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - handed to the child
-        try:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=env, preexec_fn=_die_with_parent, close_fds=True)
-        finally:
-            log.close()
+        # swift logs its full argument list, API key included: the output goes through
+        # a thread that masks the key before anything reaches the log file.
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env=env, preexec_fn=_die_with_parent, close_fds=True)
+        threading.Thread(target=_copy_masked, args=(self._proc.stdout, self.log_path, self.api_key.reveal()),
+                         name=f"swift-deploy-log-{self.port}", daemon=True).start()
         self._finalizer = weakref.finalize(self, _stop_process_group, self._proc)
         atexit.register(self._finalizer)
         try:

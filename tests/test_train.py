@@ -88,8 +88,8 @@ def test_offline_command_has_profile_flags_and_lora(offline_full, tmp_path):
     assert _flag(args, "--report_to") == "swanlab" and _flag(args, "--swanlab_mode") == "local"
     assert _flag(args, "--output_dir") == str(default_output_dir(offline_full))
     assert "--max_steps" not in args and "--deepspeed" not in args
-    # about four checkpoints per run: 40 rows / (4 x 2) = 5 steps per epoch, 15 steps
-    assert config.total_steps(40) == 15 and config.save_steps == 4
+    # about four checkpoints per run: 40 rows / (4 x 1) = 10 steps per epoch, 30 steps
+    assert config.total_steps(40) == 30 and config.save_steps == 8
     assert config.env() == {"SWANLAB_LOG_DIR": str(default_output_dir(offline_full) / "swanlog")}
 
 
