@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"student": str(student), "per_step": args.per_step, "max_tokens": args.max_tokens, "seed": args.seed,
               "accuracy": {f"{m}|{s}": float(v) for (m, s), v in acc.items()},
               "format_ok": {f"{m}|{s}": float(v) for (m, s), v in table["format_ok"].items()},
-              "student_format_ok": float(fmt), "checks": checks}
+              "student_format_ok": float(fmt), "checks": {k: bool(v) for k, v in checks.items()}}
     path = settings.outputs_dir / "bench_distill_goal.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {path}")
