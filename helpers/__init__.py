@@ -11,9 +11,13 @@ Each module has one job; notebooks import from here and stay thin:
 * :mod:`helpers.parsing`, :mod:`helpers.teacher` - parse replies; call any OpenAI-compatible teacher
 * :mod:`helpers.generate` - the resumable, rate-limited batch generation engine (also ``python -m helpers generate``)
 * :mod:`helpers.metrics` - accuracy / format / length / truncation tables
-* curation stages: :mod:`helpers.verify`, :mod:`helpers.filters`, :mod:`helpers.dedup`,
-  :mod:`helpers.decontam`, :mod:`helpers.align`, :mod:`helpers.select`, :mod:`helpers.export`
-  (tied together by :mod:`helpers.curate`)
+* curation stages: :mod:`helpers.calculator`, :mod:`helpers.verify`, :mod:`helpers.filters`,
+  :mod:`helpers.dedup`, :mod:`helpers.decontam`, :mod:`helpers.align`, :mod:`helpers.select`,
+  :mod:`helpers.export` (tied together by :mod:`helpers.curate`)
+* :mod:`helpers.train` - the typed ``swift sft`` config per profile, the streaming runner, loss logs and plots
+* :mod:`helpers.merge` - ``swift export --merge_lora``, the equivalence check, side-by-side chat
+* :mod:`helpers.evaluate`, :mod:`helpers.roi` - evalscope before/after, and whether the student pays off
+* :mod:`helpers.i18n` - the Chinese notebooks, generated from the English ones plus translation files
 """
 
 from .config import Settings, get_settings
