@@ -37,16 +37,11 @@ import pandas as pd
 
 from helpers.config import get_settings
 from helpers.generate import GenerationConfig, generate, load_samples
+from helpers.merge import latest_merged_model
 from helpers.metrics import item_table, metrics_table
 from helpers.models import prepare_student
 from helpers.server import LocalServer
 from helpers.tasks import word_problem_rows
-
-
-def newest_merged(runs_dir: Path) -> Path | None:
-    """The most recently written ``*-merged`` model folder under the runs folder."""
-    found = [p.parent for p in runs_dir.glob("**/*-merged/config.json")]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def run_model(name: str, model_dir: Path, rows: list[dict], out_dir: Path, max_tokens: int) -> pd.DataFrame:
@@ -65,7 +60,7 @@ def run_model(name: str, model_dir: Path, rows: list[dict], out_dir: Path, max_t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--student", type=Path, help="merged student folder (default: newest *-merged in runs/)")
+    parser.add_argument("--student", type=Path, help="merged student folder (default: the merge of the newest finished run)")
     parser.add_argument("--per-step", type=int, default=40, help="test questions per step count (default 40)")
     parser.add_argument("--max-tokens", type=int, default=192, help="generation limit (default 192)")
     parser.add_argument("--seed", type=int, default=0)
@@ -74,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     settings.ensure_dirs()
-    student = args.student or newest_merged(settings.runs_dir)
+    student = args.student or latest_merged_model(settings)
     if student is None or not (student / "config.json").is_file():
         print("No merged student found: run notebooks 04 and 05 first, or pass --student PATH.", file=sys.stderr)
         return 2
