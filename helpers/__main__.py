@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _run_course(args: argparse.Namespace) -> int:
     from .course import run_course
 
-    return 0 if run_course(timeout=args.timeout).ok else 1
+    return 0 if run_course(timeout=args.timeout, start=args.start).ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("i18n", help="Chinese notebooks from one source (see `python -m helpers i18n --help`)")
     p = sub.add_parser("run-course", help="execute all notebooks headless")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    p.add_argument("--start", metavar="NN", help="start at this notebook (e.g. 04), reusing the workspace")
     p.set_defaults(func=_run_course)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT, get_settings
+from .server import SERVER_THREADS_ENV
 
 RUN_DIR_ENV = "COURSE_RUN_DIR"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -125,14 +126,27 @@ def write_summary(run: CourseRun) -> Path:
     return path
 
 
-def run_course(notebooks: list[Path] | None = None, *, timeout: int = 3600) -> CourseRun:
-    """Execute the notebooks in order; stop at the first failure."""
+def run_course(notebooks: list[Path] | None = None, *, timeout: int = 3600, start: str | None = None) -> CourseRun:
+    """Execute the notebooks in order; stop at the first failure.
+
+    ``start`` (e.g. ``"04"``) skips the notebooks before it: after a failure is
+    fixed, the run goes on from the failed notebook, reusing what the earlier
+    ones left in the workspace.
+    """
     settings = get_settings()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run = CourseRun(settings.runs_dir / f"course-{stamp}")
     run.folder.mkdir(parents=True, exist_ok=True)
     os.environ[RUN_DIR_ENV] = str(run.folder)  # inherited by every kernel
-    for path in notebooks or list_notebooks():
+    # One notebook at a time and a kernel that mostly waits for the teacher:
+    # the local teacher server may use every core (see helpers.server.server_threads).
+    os.environ.setdefault(SERVER_THREADS_ENV, str(os.cpu_count() or 1))
+    todo = notebooks or list_notebooks()
+    if start:
+        todo = [p for p in todo if p.name >= start]
+        if not todo:
+            raise ValueError(f"No notebook at or after {start!r} in {NOTEBOOKS_DIR}.")
+    for path in todo:
         print(f"▶ {path.name} ...", flush=True)
         result = execute_notebook(path, run.folder / path.name, timeout=timeout)
         run.results.append(result)

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 import weakref
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Mapping, Sequence
 
 from .config import HUB_OFFLINE_VARS, Secret, Settings, TeacherEndpoint, get_settings, mask_secrets
 
@@ -37,6 +37,9 @@ class ServerError(RuntimeError):
     """The local server could not start or answer; the message carries the log tail."""
 
 
+SERVER_THREADS_ENV = "COURSE_SERVER_THREADS"
+
+
 def free_port(host: str = LOCAL_HOST) -> int:
     """Ask the OS for a port nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -44,15 +47,26 @@ def free_port(host: str = LOCAL_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def server_threads(cpu_count: int | None = None) -> int:
+def server_threads(cpu_count: int | None = None, env: Mapping[str, str] | None = None) -> int:
     """CPU threads for the server's matrix maths: half the cores, at least one.
 
     Measured on a 2-core machine: with torch's default (one thread per core) a
     batched request took 179 s while any other process was busy, because the
     OpenMP threads wait for each other at every layer; with one thread the same
     request took 6 s. Leaving half the cores free keeps the notebook kernel and
-    the server out of each other's way. Set ``OMP_NUM_THREADS`` to override.
+    the server out of each other's way in an interactive session.
+
+    ``COURSE_SERVER_THREADS`` overrides the choice: the headless course run sets
+    it to every core, because there one notebook runs at a time and the kernel
+    mostly waits for the server. ``OMP_NUM_THREADS`` in the environment, when
+    set, wins over both (it is what the server process reads).
     """
+    env = os.environ if env is None else env
+    wanted = (env.get(SERVER_THREADS_ENV) or "").strip()
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise ValueError(f"{SERVER_THREADS_ENV}={wanted!r} must be a whole number of threads, 1 or more.")
+        return int(wanted)
     cores = cpu_count or os.cpu_count() or 2
     return max(1, cores // 2)
 

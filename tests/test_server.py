@@ -108,4 +108,13 @@ def test_free_port_is_bindable():
 def test_server_threads_leave_room_for_the_kernel():
     from helpers.server import server_threads
 
-    assert server_threads(2) == 1 and server_threads(1) == 1 and server_threads(16) == 8
+    assert server_threads(2, env={}) == 1 and server_threads(1, env={}) == 1 and server_threads(16, env={}) == 8
+
+
+def test_server_threads_can_be_set_for_headless_runs():
+    from helpers.server import SERVER_THREADS_ENV, server_threads
+
+    assert server_threads(2, env={SERVER_THREADS_ENV: "2"}) == 2
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match=SERVER_THREADS_ENV):
+            server_threads(2, env={SERVER_THREADS_ENV: bad})

@@ -1,0 +1,49 @@
+"""The headless course runner: order, stop at the first failure, resume, summary."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+from helpers.course import RUN_DIR_ENV, list_notebooks, run_course
+from helpers.server import SERVER_THREADS_ENV
+
+
+def _notebook(path, *sources):
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_course_lists_numbered_notebooks_in_order_without_solutions():
+    names = [p.name for p in list_notebooks()]
+    assert names == sorted(names) and names[0].startswith("00_")
+    assert not any("solutions" in n for n in names)
+
+
+def test_run_stops_at_the_first_failure_and_names_the_cell(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv(RUN_DIR_ENV, raising=False)  # run_course sets both: restore them afterwards
+    monkeypatch.setenv(SERVER_THREADS_ENV, "1")
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    first = _notebook(folder / "01_ok.ipynb", "from helpers.course import record\nrecord('01_ok', rows=3)")
+    failing = _notebook(folder / "02_fail.ipynb", "x = 1", "raise ValueError('planted failure')")
+    never = _notebook(folder / "03_never.ipynb", "print('should not run')")
+
+    run = run_course([first, failing, never], timeout=120)
+    assert not run.ok
+    assert [r.name for r in run.results] == ["01_ok.ipynb", "02_fail.ipynb"]
+    assert "cell 1" in run.results[1].error and "planted failure" in run.results[1].error
+    summary = (run.folder / "summary.md").read_text(encoding="utf-8")
+    assert "FAILED" in summary and "rows: 3" in summary
+    assert json.loads((run.folder / "numbers.json").read_text())["01_ok"] == {"rows": 3}
+    assert (run.folder / "02_fail.ipynb").is_file()  # the executed copy is kept for reading
+
+    # fixed: go on from the failed notebook
+    _notebook(failing, "x = 1")
+    again = run_course([first, failing, never], timeout=120, start="02")
+    assert again.ok and [r.name for r in again.results] == ["02_fail.ipynb", "03_never.ipynb"]
