@@ -36,7 +36,6 @@ notebook kernel never holds a second copy of a model.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -54,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from .config import HUB_OFFLINE_VARS, Settings, TeacherEndpoint, get_settings, mask_secrets
+from .merge import latest_merged_model as find_merged_model  # the distilled student of notebook 05
 from .metrics import item_table, metrics_table
 from .parsing import split_thinking
 from .prompts import load_prompt, render
@@ -89,7 +89,6 @@ __all__ = [
     "metrics_by_model",
     "ModelEval",
     "new_run_dir",
-    "newest_merged_folder",
     "plot_comparison",
     "prepare_datasets",
     "prompt_mismatches",
@@ -732,35 +731,6 @@ def reply_token_lengths(train_path: str | Path, tokenizer_dir: str | Path) -> pd
             replies = [m["content"] for m in json.loads(line)["messages"] if m["role"] == "assistant"]
             lengths += [len(tokenizer.encode(r, add_special_tokens=False)) for r in replies]
     return pd.Series(lengths, name="reply tokens", dtype="int64")
-
-
-def find_merged_model(settings: Settings | None = None) -> Path | None:
-    """The distilled (merged) student of notebook 05, or ``None`` when there is none yet.
-
-    Asks ``latest_merged_model(settings)`` of :mod:`helpers.merge` or :mod:`helpers.train`
-    when one of them provides it; otherwise takes the newest folder under the runs
-    folder whose name ends in ``-merged`` and that holds a ``config.json``.
-    """
-    settings = settings or get_settings()
-    for module_name in ("helpers.merge", "helpers.train"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        finder = getattr(module, "latest_merged_model", None)
-        if finder is not None:
-            found = finder(settings)
-            return Path(getattr(found, "path", found)) if found else None
-    return newest_merged_folder(settings.runs_dir)
-
-
-def newest_merged_folder(runs_dir: str | Path) -> Path | None:
-    """The most recently written model folder named ``*-merged`` under ``runs_dir`` (``None``: none)."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return None
-    candidates = [p for p in runs_dir.rglob("*-merged") if (p / "config.json").is_file()]
-    return max(candidates, key=lambda p: (p / "config.json").stat().st_mtime) if candidates else None
 
 
 def dashboard_command(run_dir: str | Path, port: int = 9000) -> str:
