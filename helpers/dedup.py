@@ -92,12 +92,17 @@ def near_dedup(rows: Sequence[Row], *, threshold: float = 0.8, num_perm: int = 1
                shingle_size: int = 5, seed: int = 1,
                scope: Literal["global", "same_question"] = "global",
                fields: Sequence[str] = DEFAULT_FIELDS, stage: str = "dedup_near",
-               progress: bool = True) -> StageResult:
+               progress: bool = True, lsh_threshold: float | None = None) -> StageResult:
     """Drop rows whose shingle Jaccard with an earlier kept row is >= ``threshold``.
 
     MinHash LSH proposes candidates; the exact Jaccard decides. Dropped rows
     carry ``duplicate_of`` (the kept row they matched, the most similar one) and
     ``similarity``; ``result.tables["pairs"]`` lists every match.
+
+    ``lsh_threshold`` is where the LSH proposes candidates (default
+    ``min(threshold, 0.9)``). LSH finds a pair just above its threshold only
+    part of the time, so a lower value finds more near-threshold pairs, at the
+    cost of more exact comparisons.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -105,7 +110,9 @@ def near_dedup(rows: Sequence[Row], *, threshold: float = 0.8, num_perm: int = 1
         raise ValueError(f"scope must be 'global' or 'same_question', got {scope!r}")
     # The LSH only proposes candidates and the exact Jaccard decides, so a lower LSH
     # threshold only costs time; datasketch cannot band for thresholds near 1.
-    lsh = MinHashLSH(threshold=min(threshold, LSH_MAX_THRESHOLD), num_perm=num_perm)
+    if lsh_threshold is not None and not 0.0 < lsh_threshold <= threshold:
+        raise ValueError(f"lsh_threshold must be in (0, threshold={threshold}], got {lsh_threshold}")
+    lsh = MinHashLSH(threshold=min(lsh_threshold or threshold, LSH_MAX_THRESHOLD), num_perm=num_perm)
     kept_sets: dict[str, tuple[Row, set[str]]] = {}
     builder = StageBuilder(stage, n_in=len(rows))
     pairs = []
@@ -140,12 +147,12 @@ def dedup_stage(rows: Sequence[Row], *, threshold: float = 0.8, num_perm: int = 
                 shingle_size: int = 5, seed: int = 1,
                 scope: Literal["global", "same_question"] = "global",
                 fields: Sequence[str] = DEFAULT_FIELDS, stage: str = "dedup",
-                progress: bool = True) -> StageResult:
+                progress: bool = True, lsh_threshold: float | None = None) -> StageResult:
     """Exact then near deduplication as one stage (reasons ``exact_duplicate``, ``near_duplicate``)."""
     exact = exact_dedup(rows, fields=fields, stage=stage)
     near = near_dedup(exact.kept, threshold=threshold, num_perm=num_perm,
                       shingle_size=shingle_size, seed=seed, scope=scope, fields=fields,
-                      stage=stage, progress=progress)
+                      stage=stage, progress=progress, lsh_threshold=lsh_threshold)
     frames = [f for f in (exact.tables["pairs"], near.tables["pairs"]) if len(f)]
     pairs = pd.concat(frames, ignore_index=True) if frames else _pairs_frame([])
     return StageResult(stage, near.kept, exact.dropped + near.dropped, n_in=len(rows),

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from helpers import evaluate as ev
-from helpers.config import TeacherEndpoint, get_settings
+from helpers.config import TeacherEndpoint
 from helpers.prompts import math_messages, render
 from helpers.tasks import evalscope_gsm8k_path, gsm8k_dir
 
