@@ -101,6 +101,32 @@ def execute_notebook(path: Path, out_path: Path, timeout: int = 3600) -> Noteboo
     return NotebookResult(path.name, time.perf_counter() - started, ok, error)
 
 
+KEY_NUMBERS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("teacher samples generated", "02_generate_data", ("samples",)),
+    ("teacher accuracy (3-shot, before verification)", "02_generate_data", ("teacher_accuracy",)),
+    ("samples verified", "03_curate_dataset", ("verified",)),
+    ("training rows kept", "03_curate_dataset", ("train_rows",)),
+    ("training loss, first step", "04_lora_sft", ("loss_first",)),
+    ("training loss, last step", "04_lora_sft", ("loss_last",)),
+    ("word problems: base student accuracy", "06_evaluate", ("accuracy", "word_problems", "base")),
+    ("word problems: distilled student accuracy", "06_evaluate", ("accuracy", "word_problems", "distilled")),
+    ("word problems: teacher accuracy", "06_evaluate", ("accuracy", "word_problems", "teacher")),
+]
+"""The headline of a run: (label, chapter, path into what the chapter recorded)."""
+
+
+def key_numbers(numbers: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The :data:`KEY_NUMBERS` that a run recorded (chapters that did not run are skipped)."""
+    found = []
+    for label, chapter, path in KEY_NUMBERS:
+        value: Any = numbers.get(chapter)
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            found.append((label, round(value, 3) if isinstance(value, float) else value))
+    return found
+
+
 def write_summary(run: CourseRun) -> Path:
     """A one-page markdown summary: timings per notebook and every recorded number."""
     numbers_file = run.folder / "numbers.json"
@@ -118,6 +144,11 @@ def write_summary(run: CourseRun) -> Path:
     ]
     for r in run.results:
         lines.append(f"| {r.name} | {r.seconds:.0f} s | {'ok' if r.ok else 'FAILED: ' + r.error} |")
+    headline = key_numbers(numbers)
+    if headline:
+        lines += ["", "## Key numbers", "", "| | |", "|---|---|"]
+        lines += [f"| {label} | {value} |" for label, value in headline]
+        lines += ["", "Everything each chapter recorded follows."]
     for chapter, values in numbers.items():
         lines += ["", f"## {chapter}", ""]
         lines += [f"- {key}: {value}" for key, value in values.items()]

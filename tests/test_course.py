@@ -47,3 +47,15 @@ def test_run_stops_at_the_first_failure_and_names_the_cell(tmp_path, monkeypatch
     _notebook(failing, "x = 1")
     again = run_course([first, failing, never], timeout=120, start="02")
     assert again.ok and [r.name for r in again.results] == ["02_fail.ipynb", "03_never.ipynb"]
+
+
+def test_key_numbers_pick_the_headline_and_skip_what_did_not_run():
+    from helpers.course import key_numbers
+
+    numbers = {"03_curate_dataset": {"verified": 122, "train_rows": 80},
+               "06_evaluate": {"accuracy": {"word_problems": {"base": 0.0, "distilled": 0.4333}}}}
+    found = dict(key_numbers(numbers))
+    assert found["training rows kept"] == 80 and found["samples verified"] == 122
+    assert found["word problems: distilled student accuracy"] == 0.433
+    assert found["word problems: base student accuracy"] == 0.0  # a zero is a result, not a gap
+    assert "training loss, last step" not in found and "word problems: teacher accuracy" not in found
