@@ -1,0 +1,543 @@
+"""Domain question synthesis: the tag tree, list parsing, tree building and leaf questions
+with a scripted teacher, cross-leaf dedup, prompt rows, and self-consistency."""
+
+from __future__ import annotations
+
+import json
+import string
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_openai import FakeOpenAI  # noqa: E402
+
+from helpers.config import Secret, TeacherEndpoint  # noqa: E402
+from helpers.consistency import consistency_stage, final_answer  # noqa: E402
+from helpers.domain import (  # noqa: E402
+    DROP_REASONS,
+    ChatText,
+    answer_exemplars,
+    answer_messages,
+    build_tree,
+    clean_item,
+    dedup_questions,
+    example_items,
+    generate_questions,
+    list_messages,
+    load_examples,
+    parse_list,
+    question_id,
+    question_rows,
+    teacher_chat,
+)
+from helpers.dedup import near_dedup  # noqa: E402
+from helpers.generate import GenerationConfig, generate, load_samples  # noqa: E402
+from helpers.prompts import load_prompt  # noqa: E402
+from helpers.tagtree import TagTree, show_path, split_path, tree_editor  # noqa: E402
+
+# --------------------------------------------------------------------------- a scripted teacher
+
+
+class ScriptedTeacher:
+    """A fake ``chat(messages) -> str``: canned replies chosen by the node the prompt asks about.
+
+    ``tags`` maps a parent tag (the last tag of the path) to a reply; ``questions``
+    maps a leaf tag to a reply. Every prompt it receives is recorded.
+    """
+
+    def __init__(self, tags: dict[str, str], questions: dict[str, str] | None = None,
+                 fail: set[str] = frozenset()) -> None:
+        self.tags, self.questions, self.fail = tags, questions or {}, fail
+        self.prompts: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        prompt = messages[-1]["content"]
+        with self.lock:
+            self.prompts.append(prompt)
+        path = prompt.splitlines()[0].removeprefix("Topic path: ")
+        node = path.split(" > ")[-1]
+        if node in self.fail:
+            raise ConnectionError(f"teacher down for {node}")
+        if "subtopics" in prompt:
+            return self.tags.get(node, "")
+        return self.questions.get(node, f"1. How many {node} fit in a box of 12?\n2. Why?")
+
+
+TAGS = {
+    "everyday arithmetic": "Here are 3 subtopics:\n1. Fractions\n2) Percentages\n- money\n4. Fractions\n5. Extra",
+    "Fractions": "1. Halves\n2. everyday arithmetic\n3. Thirds\n4. Quarters",
+    "Percentages": "* Discounts - prices after a sale\n* Tips",
+    "money": "I am not sure what you mean.",
+}
+
+
+def scripted() -> ScriptedTeacher:
+    return ScriptedTeacher(TAGS)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_list_cleans_numbering_bullets_and_markup() -> None:
+    reply = ("1. Fractions\n2) Percentages\n(3) Money\n- Time\n* Weights\n• Lengths\na) Areas\n"
+             "**8.** Volumes\n`Speed`\n\"Ratios\"")
+    parsed = parse_list(reply, kind="tag")
+    assert parsed.items == ["Fractions", "Percentages", "Money", "Time", "Weights", "Lengths", "Areas",
+                            "Volumes", "Speed", "Ratios"]
+    assert all(row["status"] == "kept" for row in parsed.rows)
+
+
+@pytest.mark.parametrize("reply, items", [
+    ("1. Fractions 2. Percentages 3. Money", ["Fractions", "Percentages", "Money"]),
+    ("Fractions, Percentages; Money and change", ["Fractions", "Percentages", "Money and change"]),
+    ("<think>they want tags</think>\n1. Fractions\n2. Money", ["Fractions", "Money"]),
+    ("1. Budgeting - planning what to spend\n2. Saving: putting money aside\n3. Loans (credit)",
+     ["Budgeting", "Saving", "Loans"]),
+    ("1. Cups/spoons\n2. Oven > hob", ["Cups or spoons", "Oven or hob"]),
+])
+def test_parse_list_layouts(reply: str, items: list[str]) -> None:
+    assert parse_list(reply, kind="tag").items == items
+
+
+def test_parse_list_drops_junk_with_reasons() -> None:
+    reply = ("Sure! Here are the subtopics:\n"
+             "1. Fractions\n"
+             "2. fractions!\n"
+             "3. Everyday arithmetic\n"
+             "4. Leafy greens\n"
+             "5. ---\n"
+             "6. 12345\n"
+             "7. " + " ".join(["very"] * 20) + " long\n"
+             "8. Topic path: everyday arithmetic\n"
+             "9. Money\n"
+             "10. Time\n")
+    parsed = parse_list(reply, kind="tag", limit=2, path=["everyday arithmetic"],
+                        examples=example_items("tag"))
+    assert parsed.items == ["Fractions", "Money"]
+    status = {row["line"]: row["status"] for row in parsed.rows}
+    assert status["Sure! Here are the subtopics:"] == "preamble"
+    assert status["2. fractions!"] == "duplicate"
+    assert status["3. Everyday arithmetic"] == "repeats_path"
+    assert status["4. Leafy greens"] == "copies_example"  # one of the few-shot tags
+    assert status["5. ---"] == "empty"
+    assert status["6. 12345"] == "no_text"
+    assert status["8. Topic path: everyday arithmetic"] == "echoes_prompt"
+    assert status["10. Time"] == "over_limit"
+    assert [r["status"] for r in parsed.rows if r["line"].startswith("7.")] == ["too_long"]
+    assert {r["status"] for r in parsed.dropped} <= set(DROP_REASONS)
+    assert len(parsed.table()) == len(parsed.rows) == 11
+
+
+def test_parse_list_questions() -> None:
+    reply = ("Here are some questions about halves.\n"
+             "1. What is half of 18?\n"
+             "2. Half of 30 is what number\n"
+             "3. What is half of 18 ?\n"
+             "Q4: How many halves are in 3 pizzas? How much is half of 7?\n"
+             "5. If you save 15 dollars a week, how much do you have after 8 weeks?")
+    parsed = parse_list(reply, kind="question", path=["arithmetic", "halves"],
+                        examples=example_items("question"))
+    assert parsed.items == ["What is half of 18?", "How many halves are in 3 pizzas?", "How much is half of 7?"]
+    status = [r["status"] for r in parsed.rows]
+    assert status == ["preamble", "kept", "not_a_question", "duplicate", "kept", "kept", "copies_example"]
+
+
+def test_parse_list_marks_the_cut_off_last_line() -> None:
+    reply = "1. Geometry\n2. Trigonometry\n3. Trigon"
+    assert parse_list(reply, kind="tag").items == ["Geometry", "Trigonometry", "Trigon"]
+    parsed = parse_list(reply, kind="tag", truncated=True)
+    assert parsed.items == ["Geometry", "Trigonometry"]
+    assert parsed.rows[-1]["status"] == "cut_off"
+    assert parse_list(ChatText(reply, truncated=True), kind="tag").items == ["Geometry", "Trigonometry"]
+    assert parse_list(ChatText(reply), kind="tag").items == ["Geometry", "Trigonometry", "Trigon"]
+
+
+def test_parse_list_rejects_bad_arguments_and_empty_replies() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        parse_list("1. a", kind="tags")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit"):
+        parse_list("1. a", limit=0)
+    assert parse_list("", kind="question").items == []
+    assert parse_list("<think>unfinished thoughts 1. a 2. b", kind="tag").items == []
+    assert clean_item("  - 1. **Money**: coins and notes ", "tag") == "Money"
+    assert clean_item("1. What is 3/4 of 8?", "question") == "What is 3/4 of 8?"
+
+
+# --------------------------------------------------------------------------- the tag tree
+
+
+def small_tree() -> TagTree:
+    tree = TagTree.new("everyday arithmetic", levels=2)
+    for branch, leaves in {"Fractions": ["Halves", "Thirds"], "Money": ["Change"]}.items():
+        tree.add("", branch, source="teacher")
+        for leaf in leaves:
+            tree.add(branch, leaf, source="teacher")
+    return tree
+
+
+def test_tree_paths_prune_add_rename() -> None:
+    tree = small_tree()
+    assert tree.leaves() == [("everyday arithmetic", "Fractions", "Halves"),
+                             ("everyday arithmetic", "Fractions", "Thirds"),
+                             ("everyday arithmetic", "Money", "Change")]
+    assert tree.depth() == 2 and len(tree) == 6
+    removed = tree.prune("fractions/THIRDS")  # case-insensitive
+    assert removed.name == "Thirds"
+    assert tree.add("Fractions", "Quarters") == ("everyday arithmetic", "Fractions", "Quarters")
+    assert tree.node("Fractions/Quarters").source == "user"
+    # a full path copied from tree.leaves() / the table works too
+    assert tree.resolve("everyday arithmetic > Money > Change") == ("everyday arithmetic", "Money", "Change")
+    assert tree.add(["everyday arithmetic", "Money", "Change"], "Coins")[-1] == "Coins"
+    assert tree.rename("Money", "Money and change") == ("everyday arithmetic", "Money and change")
+    assert ("everyday arithmetic", "Money and change", "Change", "Coins") in tree.leaves()
+    tree.prune("Money and change")
+    assert tree.leaves() == [("everyday arithmetic", "Fractions", "Halves"),
+                             ("everyday arithmetic", "Fractions", "Quarters")]
+    assert "Quarters  (added)" in tree.render()
+    assert list(tree.table()["leaf"]) == ["Halves", "Quarters"]
+
+
+def test_tree_edit_errors_are_clear() -> None:
+    tree = small_tree()
+    with pytest.raises(KeyError, match="no tag 'Fifths' under 'everyday arithmetic > Fractions'.*Halves"):
+        tree.prune("Fractions/Fifths")
+    with pytest.raises(ValueError, match="root"):
+        tree.prune("")
+    with pytest.raises(ValueError, match="already has a tag 'Halves'"):
+        tree.add("Fractions", "halves")
+    with pytest.raises(ValueError, match="cannot contain '/'"):
+        tree.add("Fractions", "halves/quarters")
+    with pytest.raises(ValueError, match="non-empty"):
+        tree.add("", "  ")
+    with pytest.raises(ValueError, match="already has a tag 'Money'"):
+        tree.rename("Fractions", "money")
+    assert split_path("a / b > c") == ["a", "b", "c"]
+    with pytest.raises(TypeError):
+        split_path(3)  # type: ignore[arg-type]
+
+
+def test_tree_json_round_trip(tmp_path: Path) -> None:
+    tree = small_tree()
+    tree.add("Money", "Coins")
+    path = tree.save(tmp_path / "sub" / "tree.json")
+    loaded = TagTree.load(path)
+    assert loaded.to_dict() == tree.to_dict()
+    assert loaded.leaves() == tree.leaves()
+    assert loaded.meta == {"levels": 2}
+    assert loaded.node("Money/Coins").source == "user"
+    # the file is plain JSON a person can edit by hand
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["tree"]["children"][0]["children"].append({"name": "Fifths"})
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert ("everyday arithmetic", "Fractions", "Fifths") in TagTree.load(path).leaves()
+
+
+def test_tree_load_refuses_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        TagTree.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        TagTree.load(bad)
+    bad.write_text(json.dumps({"tree": {"name": "a", "children": [{"name": "b"}, {"name": "B"}]}}))
+    with pytest.raises(ValueError, match="two children named"):
+        TagTree.load(bad)
+    bad.write_text(json.dumps({"tree": {"name": "a", "children": [{"name": "x", "source": "robot"}]}}))
+    with pytest.raises(ValueError, match="source"):
+        TagTree.load(bad)
+
+
+def test_tree_plot_and_editor() -> None:
+    import matplotlib
+    import matplotlib.pyplot
+
+    matplotlib.use("Agg")
+    tree = small_tree()
+    tree.add("", "Time")
+    ax = tree.plot()
+    labels = {t.get_text() for t in ax.texts}
+    assert {"everyday arithmetic", "Fractions", "Halves", "Thirds", "Money", "Change", "Time"} <= labels
+    matplotlib.pyplot.close(ax.figure)
+
+    saved: list[int] = []
+    editor = tree_editor(tree, on_change=lambda t: saved.append(len(t.leaves())))
+    picker, name, buttons, status = editor.children
+    add, rename, remove = buttons.children
+    picker.value = ("everyday arithmetic", "Money")
+    name.value = "Coins"
+    add.click()
+    assert tree.node("Money/Coins").source == "user"
+    picker.value = ("everyday arithmetic", "Fractions", "Thirds")
+    remove.click()
+    assert ("everyday arithmetic", "Fractions", "Thirds") not in tree.leaves()
+    name.value = "Halves"  # already there: refused with a message, tree unchanged
+    picker.value = ("everyday arithmetic", "Fractions")
+    add.click()
+    assert "already has a tag" in status.value
+    assert saved == [5, 4]
+
+
+# --------------------------------------------------------------------------- building with a scripted teacher
+
+
+def test_build_tree_with_scripted_teacher() -> None:
+    teacher = scripted()
+    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, extra=1, progress=False)
+    tree = build.tree
+    assert [c.name for c in tree.root.children] == ["Fractions", "Percentages"]  # per_level respected
+    assert tree.leaves() == [("everyday arithmetic", "Fractions", "Halves"),
+                             ("everyday arithmetic", "Fractions", "Thirds"),
+                             ("everyday arithmetic", "Percentages", "Discounts"),
+                             ("everyday arithmetic", "Percentages", "Tips")]
+    assert build.calls == 3 and len(teacher.prompts) == 3
+    assert all(n.source == "teacher" for _, n in tree.walk() if n is not tree.root)
+    log = build.log
+    assert set(log.columns) == {"level", "parent", "line", "item", "status", "detail"}
+    reasons = log.loc[log.status != "kept"].set_index("line")["status"].to_dict()
+    assert reasons["Here are 3 subtopics:"] == "preamble"
+    assert reasons["- money"] == "over_limit"
+    assert reasons["2. everyday arithmetic"] == "repeats_path"
+    assert tree.meta == {"levels": 2, "per_level": 2}
+    assert "tags kept" in build.summary()
+
+
+def test_build_tree_asks_for_spares_and_keeps_a_node_without_tags_as_leaf() -> None:
+    teacher = scripted()
+    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=3, extra=2, progress=False)
+    assert any("List 5 subtopics" in p for p in teacher.prompts)
+    # "money" got a chatty reply with no list: it stays a leaf and the log says why
+    assert ("everyday arithmetic", "money") in build.tree.leaves()
+    money = build.log[build.log.parent == "everyday arithmetic > money"]
+    assert list(money.status) == ["too_long"] and money.item.iloc[0] == "I am not sure what you mean"
+
+
+def test_build_tree_records_failed_calls_and_raises_when_all_fail() -> None:
+    teacher = ScriptedTeacher(TAGS, fail={"Percentages"})
+    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, progress=False)
+    failed = build.log[build.log.status == "call_failed"]
+    assert list(failed.parent) == ["everyday arithmetic > Percentages"]
+    assert "teacher down" in failed.detail.iloc[0]
+    assert ("everyday arithmetic", "Percentages") in build.tree.leaves()
+    with pytest.raises(RuntimeError, match="every teacher call failed"):
+        build_tree(ScriptedTeacher(TAGS, fail={"everyday arithmetic"}), "everyday arithmetic", progress=False)
+    with pytest.raises(ValueError):
+        build_tree(teacher, "x", levels=0)
+
+
+def test_every_prompt_holds_the_full_tag_path() -> None:
+    teacher = scripted()
+    tree = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, progress=False).tree
+    tree.add("Fractions/Halves", "Half of odd numbers")  # a deeper leaf added by hand
+    teacher.prompts.clear()
+    batch = generate_questions(teacher, tree, per_leaf=1, extra=1, progress=False)
+    assert len(teacher.prompts) == len(tree.leaves()) == batch.calls == 4
+    for leaf in tree.leaves():
+        full = show_path(leaf)
+        matching = [p for p in teacher.prompts if p.startswith(f"Topic path: {full}\n")]
+        assert len(matching) == 1, f"no prompt with the full path {full!r}"
+        assert f'about "{leaf[-1]}"' in matching[0]
+
+    # the tag prompts carry the parent's full path too
+    teacher = scripted()
+    build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, progress=False, max_workers=1)
+    assert [p.splitlines()[0] for p in teacher.prompts] == [
+        "Topic path: everyday arithmetic", "Topic path: everyday arithmetic > Fractions",
+        "Topic path: everyday arithmetic > Percentages"]
+
+
+def test_generate_questions_parses_and_logs() -> None:
+    tree = small_tree()
+    teacher = ScriptedTeacher({}, questions={
+        "Halves": "1. What is half of 18?\n2. What is half of 18?\n3. Halves are nice.",
+        "Thirds": "Sure, here are the questions:\n1. What is a third of 27?\n2. What is a third of 30?",
+        "Change": "",
+    })
+    batch = generate_questions(teacher, tree, per_leaf=2, progress=False)
+    table = batch.table()
+    assert list(table.question) == ["What is half of 18?", "What is a third of 27?", "What is a third of 30?"]
+    assert batch.questions[0]["path"] == ["everyday arithmetic", "Fractions", "Halves"]
+    assert batch.questions[0]["leaf"] == "everyday arithmetic > Fractions > Halves"
+    statuses = batch.log.groupby("leaf").status.apply(list).to_dict()
+    assert statuses["everyday arithmetic > Fractions > Halves"] == ["kept", "duplicate", "not_a_question"]
+    assert statuses["everyday arithmetic > Money > Change"] == ["empty_reply"]
+    assert "3 questions at 2 of 3 leaves" in batch.summary()
+
+
+def test_question_ids_are_stable_and_content_based() -> None:
+    path = ["a", "b"]
+    assert question_id(path, "What is 2+2?") == question_id(path, "what is 2 + 2 ?")
+    assert question_id(path, "What is 2+2?") != question_id(["a", "c"], "What is 2+2?")
+    assert question_id(path, "What is 2+2?") != question_id(path, "What is 2+3?")
+
+
+def test_cross_leaf_dedup() -> None:
+    questions = [
+        {"id": "q1", "question": "What is the probability of rolling a 6 on a die?", "leaf": "a > dice"},
+        {"id": "q2", "question": "How much is half of 18 apples?", "leaf": "a > halves"},
+        {"id": "q3", "question": "What is the probability of rolling a 6 on a six-sided die?",
+         "leaf": "a > chance"},
+        {"id": "q4", "question": "how much is HALF of 18 apples", "leaf": "a > sharing"},
+        {"id": "q5", "question": "What is the probability of rolling a 5 on two dice?", "leaf": "a > chance"},
+    ]
+    result = dedup_questions(questions)
+    assert [q["id"] for q in result.kept] == ["q1", "q2", "q5"]
+    pairs = result.tables["pairs"].set_index("dropped")
+    assert pairs.loc["q3", "matched"] == "q1" and pairs.loc["q3", "kind"] == "near"
+    assert pairs.loc["q4", "matched"] == "q2" and pairs.loc["q4", "kind"] == "exact"
+    # a stricter threshold keeps the reworded one
+    assert dedup_questions(questions, threshold=0.9).n_kept == 4
+
+
+def test_lsh_threshold_finds_pairs_just_above_the_threshold() -> None:
+    # Jaccard 0.67 at a threshold of 0.6: MinHash LSH banded for 0.6 misses this pair (seed 1);
+    # candidates proposed at 0.4 find it, and the exact Jaccard still decides.
+    rows = [{"id": "a", "question": "What is the probability of rolling a 6 on a die?"},
+            {"id": "b", "question": "What is the probability of rolling a 6 on a six-sided die?"}]
+    options = {"threshold": 0.6, "shingle_size": 3, "fields": ("question",), "progress": False}
+    assert near_dedup(rows, **options).n_dropped == 0
+    assert near_dedup(rows, lsh_threshold=0.4, **options).n_dropped == 1
+    with pytest.raises(ValueError, match="lsh_threshold"):
+        near_dedup(rows, lsh_threshold=0.7, **options)
+
+
+# --------------------------------------------------------------------------- prompts and rows
+
+
+def test_prompt_files_document_their_variables() -> None:
+    for name in ("domain_list_system", "domain_tags", "domain_questions", "domain_answer_system"):
+        template = load_prompt(name)
+        assert template.description, f"{name} has no description"
+        assert sorted(template.header.get("variables", [])) == sorted(template.variables), name
+        assert string.Template(template.text).is_valid()
+    examples = load_examples()
+    assert all(len(ex["items"]) >= 2 for ex in examples["tags"] + examples["questions"])
+
+
+def test_list_messages_are_few_shot_chats() -> None:
+    messages = list_messages("question", ["x", "y"], 3)
+    roles = [m["role"] for m in messages]
+    assert roles[0] == "system" and roles[-1] == "user"
+    assert roles[1:-1] == ["user", "assistant"] * len(load_examples()["questions"])
+    assert messages[-1]["content"].startswith("Topic path: x > y\nWrite 3 different questions about \"y\"")
+    assert messages[2]["content"].startswith("1. ")
+    with pytest.raises(ValueError):
+        list_messages("tag", [], 2)
+
+
+def test_question_rows_and_answer_messages() -> None:
+    questions = [{"id": "dq-1", "question": "What is half of 18?", "path": ["arith", "fractions", "halves"],
+                  "leaf": "arith > fractions > halves"}]
+    rows = question_rows(questions, answer_exemplars(2))
+    row = rows[0]
+    assert row["id"] == "dq-1" and row["task"] == "domain" and "reference" not in row
+    assert row["meta"] == {"path": "arith > fractions > halves", "leaf": "halves", "level": 2,
+                           "branch": "fractions"}
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert row["messages"][-1]["content"].startswith("What is half of 18?\n")
+    assert "<think>" in row["messages"][2]["content"]
+    zero_shot = answer_messages("What is half of 18?")
+    assert [m["role"] for m in zero_shot] == ["system", "user"]
+    assert zero_shot[0]["content"] == row["messages"][0]["content"]
+    with pytest.raises(ValueError):
+        answer_exemplars(99)
+    with pytest.raises(ValueError):
+        answer_messages(" ")
+
+
+# --------------------------------------------------------------------------- self-consistency
+
+
+def sample(pid: str, index: int, answer: str | None, status: str = "ok") -> dict:
+    reply = None if answer is None else {"thinking": "I work it out.", "answer": answer, "raw": answer}
+    return {"prompt_id": pid, "sample_index": index, "question": f"question {pid}", "status": status,
+            "reply": reply}
+
+
+def test_consistency_keeps_the_majority() -> None:
+    rows = [
+        sample("a", 0, "<answer>\\boxed{9}</answer>"), sample("a", 1, "It is 9."),
+        sample("a", 2, "\\boxed{10}"),                                     # minority
+        sample("b", 0, "\\boxed{1/2}"), sample("b", 1, "\\boxed{0.5}"),   # the same number
+        sample("c", 0, "\\boxed{3}"), sample("c", 1, "\\boxed{4}"),       # no consensus
+        sample("d", 0, "no number here"), sample("d", 1, None, status="error"),
+        sample("e", 0, "\\boxed{Paris}"), sample("e", 1, "\\boxed{paris.}"),  # text answers
+    ]
+    result = consistency_stage(rows)
+    kept = [(r["prompt_id"], r["sample_index"]) for r in result.kept]
+    assert kept == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("e", 0), ("e", 1)]
+    reasons = {(r["prompt_id"], r["sample_index"]): r["drop_reason"] for r in result.dropped}
+    assert reasons == {("a", 2): "minority_answer", ("c", 0): "no_consensus", ("c", 1): "no_consensus",
+                       ("d", 0): "no_final_answer", ("d", 1): "no_final_answer"}
+    table = result.tables["agreement"].set_index("prompt_id")
+    assert table.loc["a", "majority"] == "9" and table.loc["a", "votes"] == 2
+    assert table.loc["a", "agreement"] == pytest.approx(0.667)
+    assert bool(table.loc["c", "consensus"]) is False
+    assert result.kept[0]["consistency"]["majority"] == "9"
+
+
+def test_consistency_thresholds() -> None:
+    rows = [sample("a", 0, "\\boxed{9}"), sample("a", 1, "\\boxed{9}"), sample("a", 2, "\\boxed{1}"),
+            sample("a", 3, "\\boxed{2}")]
+    assert consistency_stage(rows).n_kept == 0              # 2 of 4 is not more than half
+    assert consistency_stage(rows, min_agreement=0.4).n_kept == 2
+    single = [sample("s", 0, "\\boxed{5}")]
+    assert consistency_stage(single).n_kept == 0            # one sample cannot agree with anything
+    assert consistency_stage(single, min_votes=1, min_agreement=0.0).n_kept == 1
+    assert final_answer(sample("x", 0, "\\boxed{1,200}")) == "1200"
+    with pytest.raises(ValueError):
+        consistency_stage(rows, min_votes=0)
+    with pytest.raises(ValueError):
+        consistency_stage(rows, min_agreement=1.0)
+
+
+# --------------------------------------------------------------------------- with an OpenAI-compatible server
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def test_teacher_chat_caches_and_strips_thinking(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.reset()
+    endpoint = TeacherEndpoint(base_url=fake.base_url, model="fake-teacher", api_key=Secret(""))
+    chat = teacher_chat(endpoint, max_tokens=32, cache_dir=tmp_path / "cache")
+    messages = [{"role": "user", "content": "List 2 subtopics [[answer:4]]"}]
+    first = chat(messages)
+    assert "<think>" not in first and "\\boxed{4}" in first
+    assert chat(messages) == first
+    assert fake.total_requests == 1  # the second call came from the cache
+    assert first.truncated is False
+    uncached = teacher_chat(endpoint, max_tokens=32)
+    uncached(messages)
+    assert fake.total_requests == 2
+    cut = chat([{"role": "user", "content": "List 2 subtopics [[trunc]]"}])
+    assert cut.truncated is True
+    assert chat([{"role": "user", "content": "List 2 subtopics [[trunc]]"}]).truncated is True  # cached too
+    # a reasoning teacher (DeepSeek-R1 style): its reasoning_content never reaches the list parser
+    reasoning = chat([{"role": "user", "content": "List 2 subtopics [[reasoning]] [[answer:5]]"}])
+    assert reasoning == "The result is \\boxed{5}." and "add the numbers" not in reasoning
+
+
+def test_questions_are_answered_by_the_batch_engine(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.reset()
+    endpoint = TeacherEndpoint(base_url=fake.base_url, model="fake-teacher", api_key=Secret(""))
+    questions = [{"id": question_id(["t", leaf], q), "question": q, "path": ["t", leaf], "leaf": f"t > {leaf}"}
+                 for leaf, q in (("a", "What is 3 + 4? [[answer:7]]"), ("b", "What is 2 + 2? [[answer:4]]"))]
+    config = GenerationConfig(endpoint=endpoint, n_samples=2, max_tokens=32, progress=False,
+                              cache_dir=tmp_path / "cache")
+    out = tmp_path / "samples.jsonl"
+    summary = generate(question_rows(questions), out, config)
+    assert summary.complete and summary.requests == 4
+    assert generate(question_rows(questions), out, config).requests == 0  # resumable: nothing redone
+    samples = load_samples(out)
+    assert {s["meta"]["leaf"] for s in samples} == {"a", "b"}
+    result = consistency_stage(samples)
+    assert result.n_kept == 4
+    assert sorted(result.tables["agreement"].majority) == ["4", "7"]
