@@ -37,7 +37,9 @@ from .curate import (Row, StageBuilder, StageResult, answer_of, normalise_text, 
 
 DEFAULT_FIELDS: tuple[str, ...] = ("question", "thinking", "answer")
 LSH_MAX_THRESHOLD = 0.9
-"""Candidates are proposed at ``min(threshold, 0.9)``; higher thresholds are applied exactly."""
+LSH_MARGIN = 0.2
+"""How far below the dedup threshold the LSH looks for candidates (see :func:`near_dedup`);
+never above ``LSH_MAX_THRESHOLD`` (datasketch cannot band near 1)."""
 
 
 def dedup_text(row: Row, fields: Sequence[str] = DEFAULT_FIELDS) -> str:
@@ -100,9 +102,11 @@ def near_dedup(rows: Sequence[Row], *, threshold: float = 0.8, num_perm: int = 1
     ``similarity``; ``result.tables["pairs"]`` lists every match.
 
     ``lsh_threshold`` is where the LSH proposes candidates (default
-    ``min(threshold, 0.9)``). LSH finds a pair just above its threshold only
-    part of the time, so a lower value finds more near-threshold pairs, at the
-    cost of more exact comparisons.
+    ``threshold - 0.2``, at least 0.1). LSH finds a pair just above its own
+    threshold only part of the time (measured with 128 permutations at 0.8:
+    pairs at 0.80 / 0.85 / 0.90 were proposed 40% / 69% / 93% of the time), so
+    it searches well below ``threshold``; the exact Jaccard still decides, so
+    the margin costs only comparisons.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -112,7 +116,9 @@ def near_dedup(rows: Sequence[Row], *, threshold: float = 0.8, num_perm: int = 1
     # threshold only costs time; datasketch cannot band for thresholds near 1.
     if lsh_threshold is not None and not 0.0 < lsh_threshold <= threshold:
         raise ValueError(f"lsh_threshold must be in (0, threshold={threshold}], got {lsh_threshold}")
-    lsh = MinHashLSH(threshold=min(lsh_threshold or threshold, LSH_MAX_THRESHOLD), num_perm=num_perm)
+    if lsh_threshold is None:
+        lsh_threshold = max(threshold - LSH_MARGIN, 0.1)
+    lsh = MinHashLSH(threshold=min(lsh_threshold, LSH_MAX_THRESHOLD), num_perm=num_perm)
     kept_sets: dict[str, tuple[Row, set[str]]] = {}
     builder = StageBuilder(stage, n_in=len(rows))
     pairs = []

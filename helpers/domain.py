@@ -518,8 +518,7 @@ def dedup_questions(questions: Sequence[Row], *, threshold: float = 0.6, shingle
     to compare exactly.
     """
     return dedup_stage(list(questions), threshold=threshold, shingle_size=shingle_size,
-                       fields=("question",), stage="question_dedup", progress=progress,
-                       lsh_threshold=max(threshold - 0.2, 0.1))
+                       fields=("question",), stage="question_dedup", progress=progress)
 
 
 def question_rows(questions: Sequence[Row], shots: Sequence[Message] = ()) -> list[Row]:

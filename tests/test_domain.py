@@ -395,12 +395,14 @@ def test_cross_leaf_dedup() -> None:
 
 def test_lsh_threshold_finds_pairs_just_above_the_threshold() -> None:
     # Jaccard 0.67 at a threshold of 0.6: MinHash LSH banded for 0.6 misses this pair (seed 1);
-    # candidates proposed at 0.4 find it, and the exact Jaccard still decides.
+    # candidates proposed below it (the default margin, or an explicit 0.4) find it, and the
+    # exact Jaccard still decides.
     rows = [{"id": "a", "question": "What is the probability of rolling a 6 on a die?"},
             {"id": "b", "question": "What is the probability of rolling a 6 on a six-sided die?"}]
     options = {"threshold": 0.6, "shingle_size": 3, "fields": ("question",), "progress": False}
-    assert near_dedup(rows, **options).n_dropped == 0
+    assert near_dedup(rows, lsh_threshold=0.6, **options).n_dropped == 0
     assert near_dedup(rows, lsh_threshold=0.4, **options).n_dropped == 1
+    assert near_dedup(rows, **options).n_dropped == 1
     with pytest.raises(ValueError, match="lsh_threshold"):
         near_dedup(rows, lsh_threshold=0.7, **options)
 
