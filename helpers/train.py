@@ -67,7 +67,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pandas as pd
 
@@ -237,6 +237,9 @@ class TrainConfig:
     extra_args: tuple[str, ...] = ()
     """Any other ``swift sft`` flags, appended as they are."""
 
+    subcommand: ClassVar[str] = "sft"
+    """The swift command that runs this config (a subclass may run ``swift rlhf`` with the same fields)."""
+
     def __post_init__(self) -> None:
         if not self.dataset:
             raise ValueError("TrainConfig needs at least one training file (dataset).")
@@ -345,12 +348,12 @@ class TrainConfig:
 
     def command(self) -> list[str]:
         """``swift sft ...`` as a list (environment variables: :meth:`env`)."""
-        return ["swift", "sft", *self.args()]
+        return ["swift", self.subcommand, *self.args()]
 
     def shell(self, *, multiline: bool = True) -> str:
         """The full command to paste into a terminal: environment, ``swift sft``, one flag per line."""
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env().items())
-        head = f"{prefix} swift sft" if prefix else "swift sft"
+        head = f"{prefix} swift {self.subcommand}" if prefix else f"swift {self.subcommand}"
         return format_command(head, self.args(), multiline=multiline)
 
     # ------------------------------------------------------------------ variants
@@ -652,6 +655,8 @@ def train(config: TrainConfig, *, settings: Settings | None = None, live: LivePl
           poll_seconds: float = 2.0, console_log: Path | None = None) -> TrainResult:
     """Run ``swift sft`` for ``config`` and stream it; return where everything went.
 
+    (``swift <config.subcommand>`` in general: a :class:`helpers.gkd.GKDConfig` runs ``swift rlhf``.)
+
     ``live`` redraws a loss plot from ``logging.jsonl`` every ``poll_seconds``.
     ``stop_after_checkpoint`` stops the run (the whole process group) as soon as
     its first checkpoint is fully written: a real interruption, to practise
@@ -662,7 +667,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None, live: LivePl
     output_dir = prepare_output(config)
     before = set(list_runs(output_dir))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    console_log = console_log or settings.logs_dir / f"swift-sft-{stamp}.log"
+    console_log = console_log or settings.logs_dir / f"swift-{config.subcommand}-{stamp}.log"
     printer = on_output or ConsolePrinter(log_path=console_log)
     env = {**hub_env(settings), **config.env()}
     state: dict[str, Any] = {"run_dir": None}
@@ -676,14 +681,15 @@ def train(config: TrainConfig, *, settings: Settings | None = None, live: LivePl
             live.update(read_log(run_dir))
         return stop_after_checkpoint and latest_checkpoint(run_dir) is not None
 
-    argv = swift_module_argv("sft", config.args(), config.nproc_per_node)
+    argv = swift_module_argv(config.subcommand, config.args(), config.nproc_per_node)
     run = run_swift(argv, env=env, log_path=console_log, on_output=printer, on_poll=poll,
                     poll_seconds=poll_seconds, cwd=output_dir)
     announced = run.find(r"\[INFO:swift\] output_dir: (.+)$")
     run_dir = Path(announced) if announced else state["run_dir"] or _new_run_dir(output_dir, before)
     result = TrainResult(config, config.shell(), run.returncode, run.seconds, console_log, run_dir, run.stopped)
     if run.returncode != 0 and not run.stopped:
-        raise TrainingError(f"swift sft exited with code {run.returncode} after {run.seconds:.0f} s.\n"
+        raise TrainingError(f"swift {config.subcommand} exited with code {run.returncode} "
+                            f"after {run.seconds:.0f} s.\n"
                             f"Full log: {console_log}\nLast lines:\n{run.tail()}")
     if live is not None and run_dir is not None:
         live.update(full_history(run_dir))
