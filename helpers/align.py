@@ -30,15 +30,13 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from .curate import (Row, StageBuilder, StageResult, answer_of, row_id, snippet, thinking_of,
+from .curate import (Row, StageBuilder, StageResult, answer_of, map_with_progress, row_id, snippet, thinking_of,
                      with_reply, words)
 from .prompts import PROMPTS_DIR, PromptTemplate, load_prompt
 from .verify import Check, answer_still_correct
@@ -257,22 +255,8 @@ def align_stage(rows: Sequence[Row], chat: Chat, *, max_rounds: int = 3,
                        judge=load_prompt("align_judge", prompts_dir),
                        rewrites={"too_terse": load_prompt("align_expand", prompts_dir),
                                  "too_convoluted": load_prompt("align_shorten", prompts_dir)})
-    bar = tqdm(total=len(rows), desc="align reasoning", disable=not progress)
-
-    def work(row: Row) -> tuple[Row, str | None, str]:
-        try:
-            return aligner.run(row)
-        finally:
-            bar.update(1)
-
-    try:
-        if max_workers > 1:
-            with ThreadPoolExecutor(max_workers=max_workers) as pool:
-                outcomes = list(pool.map(work, rows))
-        else:
-            outcomes = [work(row) for row in rows]
-    finally:
-        bar.close()
+    outcomes = map_with_progress(aligner.run, rows, max_workers=max_workers, desc="align reasoning",
+                                 progress=progress)
 
     builder = StageBuilder(stage, n_in=len(rows))
     records = []

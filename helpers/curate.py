@@ -25,15 +25,19 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 Row = dict[str, Any]
 """One sample row (see the data contract in the course README): a dict."""
 
 Stage = Callable[[list[Row]], "StageResult"]
+T = TypeVar("T")
+R = TypeVar("R")
 """A curation stage: takes rows, returns a :class:`StageResult`."""
 
 # --------------------------------------------------------------------------- row helpers
@@ -302,6 +306,33 @@ class Funnel:
         ax.set_xlabel("rows")
         ax.set_title(title)
         return ax
+
+
+def map_with_progress(work: Callable[[T], R], items: Sequence[T], *, max_workers: int = 1,
+                      desc: str = "", progress: bool = True) -> list[R]:
+    """``[work(item) for item in items]`` in order, on ``max_workers`` threads, with a progress bar.
+
+    For stages that call a model once per row (the alignment judge, the
+    long-to-short rewriter): the calls wait on the network, so threads overlap
+    them. An exception in ``work`` stops the map and propagates (after the bar is closed).
+    """
+    if max_workers < 1:
+        raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+    bar = tqdm(total=len(items), desc=desc, disable=not progress)
+
+    def one(item: T) -> R:
+        try:
+            return work(item)
+        finally:
+            bar.update(1)
+
+    try:
+        if max_workers > 1:
+            with ThreadPoolExecutor(max_workers=max_workers) as pool:
+                return list(pool.map(one, items))
+        return [one(item) for item in items]
+    finally:
+        bar.close()
 
 
 def run_pipeline(rows: Sequence[Row], stages: Sequence[tuple[str, Stage] | Stage],

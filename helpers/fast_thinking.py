@@ -50,18 +50,17 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .align import DEFAULT_STUDENT, AlignmentAborted, parse_rewrite
 from .calculator import recompute
 from .config import Settings, get_settings
-from .curate import Row, StageBuilder, StageResult, answer_of, row_id, thinking_of, with_reply
+from .curate import (Row, StageBuilder, StageResult, answer_of, map_with_progress, row_id, thinking_of,
+                     with_reply)
 from .export import file_name, to_messages, validate_jsonl, write_jsonl
 from .parsing import normalize_number
 from .prompts import PROMPTS_DIR, load_prompt, math_messages
@@ -393,7 +392,6 @@ def shorten_stage(rows: Sequence[Row], shortener: Shortener, *, source: str,
     cache = ProposalCache(cache_path) if cache_path is not None else None
     lock = threading.Lock()
     state = {"errors_in_a_row": 0}
-    bar = tqdm(total=len(rows), desc=f"shorten ({source})", disable=not progress)
 
     def propose(row: Row) -> tuple[Proposal | None, str]:
         key = _cache_key(source, row)
@@ -417,20 +415,8 @@ def shorten_stage(rows: Sequence[Row], shortener: Shortener, *, source: str,
             cache.put(key, proposal)
         return proposal, ""
 
-    def work(row: Row) -> tuple[Proposal | None, str]:
-        try:
-            return propose(row)
-        finally:
-            bar.update(1)
-
-    try:
-        if max_workers > 1:
-            with ThreadPoolExecutor(max_workers=max_workers) as pool:
-                proposals = list(pool.map(work, rows))
-        else:
-            proposals = [work(row) for row in rows]
-    finally:
-        bar.close()
+    proposals = map_with_progress(propose, rows, max_workers=max_workers, desc=f"shorten ({source})",
+                                  progress=progress)
 
     builder = StageBuilder(stage or f"shorten_{source}", n_in=len(rows))
     records = []
