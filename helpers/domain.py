@@ -37,16 +37,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .config import TeacherEndpoint
-from .curate import Row, StageResult, normalise_text, snippet, words
+from .curate import Row, StageResult, map_with_progress, normalise_text, snippet, words
 from .dedup import dedup_stage, jaccard, shingles
 from .prompts import load_exemplar, render, shot_messages
 from .tagtree import SHOW_SEP, TagTree, show_path
@@ -374,8 +372,7 @@ def _ask_all(chat: Chat, jobs: list[tuple[Any, list[Message]]], *, desc: str, ma
         except Exception as exc:  # noqa: BLE001 - recorded per job, raised if all fail
             return job[0], None, f"{type(exc).__name__}: {exc}"
 
-    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        results = list(tqdm(pool.map(one, jobs), total=len(jobs), desc=desc, disable=not progress))
+    results = map_with_progress(one, jobs, max_workers=max(1, max_workers), desc=desc, progress=progress)
     if results and all(reply is None for _, reply, _ in results):
         raise RuntimeError(f"every teacher call failed ({desc}); first error: {results[0][2]}")
     return results
