@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .config import LOCAL_BATCH_SIZE
+
 
 def _check(args: argparse.Namespace) -> int:
     from .envcheck import report_frame, run_checks
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_prepare)
     p = sub.add_parser("serve", help="serve the local teacher until Ctrl+C")
     p.add_argument("--port", type=int, default=None)
-    p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--max-batch-size", type=int, default=LOCAL_BATCH_SIZE)
     p.set_defaults(func=_serve)
     sub.add_parser("generate", help="batch generation (see `python -m helpers generate --help`)")
     sub.add_parser("i18n", help="Chinese notebooks from one source (see `python -m helpers i18n --help`)")

@@ -689,7 +689,7 @@ def teacher_prompt_rows(dataset: EvalDataset, *, shots: int = 0, seed: int = 0) 
 
 
 def evaluate_teacher(endpoint: TeacherEndpoint, datasets: Mapping[str, EvalDataset], out_dir: str | Path, *,
-                     label: str = "teacher", shots: int = 0, max_tokens: int, concurrency: int = 8,
+                     label: str = "teacher", shots: int = 0, max_tokens: int, concurrency: int | None = None,
                      cache_dir: str | Path | None = None, progress: bool = True) -> tuple[list[Row], pd.DataFrame]:
     """Ask the teacher the evaluated items with the course's generation engine (greedy, one sample each).
 

@@ -129,7 +129,8 @@ class GenerationConfig:
     """Sent as ``seed + sample_index`` when set (servers that honour it become reproducible)."""
     extra_body: Mapping[str, Any] | None = None
     """Server-specific request fields, e.g. ``{"top_k": 20}``."""
-    concurrency: int = 8
+    concurrency: int | None = None
+    """Requests in flight; None: the endpoint's default (the local server's batch size, 8 for an API)."""
     rpm: float | None = None
     """Requests per minute (None: unlimited). Requests are spaced evenly, no bursts."""
     tpm: float | None = None
@@ -156,7 +157,7 @@ class GenerationConfig:
             raise TypeError("endpoint must be a helpers.config.TeacherEndpoint "
                             f"(got {type(self.endpoint).__name__})")
         for name in ("n_samples", "max_tokens", "concurrency", "max_attempts"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
@@ -165,6 +166,11 @@ class GenerationConfig:
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
         self.schedule()  # validates the temperatures early
+
+    @property
+    def in_flight(self) -> int:
+        """The concurrency actually used (``concurrency``, or the endpoint's default)."""
+        return self.concurrency or self.endpoint.default_concurrency
 
     def schedule(self) -> list[float]:
         return temperature_schedule(self.n_samples, t_min=self.t_min, t_max=self.t_max,
@@ -658,9 +664,12 @@ class _Engine:
         latest = _latest_rows(self.out)
         jobs: list[_Job] = []
         already = stale = 0
-        temps = self.config.schedule()
-        for prompt in self.prompts:
-            for index, temperature in enumerate(temps):
+        # Sample-major order: every prompt's sample 0, then every prompt's sample 1, ...
+        # Requests in flight then share their temperature, which lets a batching server
+        # (swift deploy batches only requests with identical parameters) fill whole batches:
+        # measured on the local teacher, 32 requests took 146 s this way against 166 s interleaved.
+        for index, temperature in enumerate(self.config.schedule()):
+            for prompt in self.prompts:
                 job = self._job(prompt, index, temperature)
                 previous = latest.get((prompt["id"], index))
                 if previous is not None and previous.get("status") in DONE_STATUSES:
@@ -819,7 +828,7 @@ class _Engine:
                 client = openai.AsyncOpenAI(**self.endpoint.client_kwargs(), max_retries=0,
                                             timeout=self.config.timeout_s)
                 try:
-                    workers = min(self.config.concurrency, len(jobs))
+                    workers = min(self.config.in_flight, len(jobs))
                     await asyncio.gather(*(worker(client) for _ in range(workers)))
                 finally:
                     await client.close()
@@ -949,7 +958,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="requests in flight (default: 16 for the local teacher, 8 for an API)")
     parser.add_argument("--rpm", type=float, default=None, help="requests per minute limit")
     parser.add_argument("--tpm", type=float, default=None, help="tokens per minute limit")
     parser.add_argument("--max-attempts", type=int, default=5)

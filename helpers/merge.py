@@ -170,20 +170,38 @@ def _torch_dtype(settings: Settings) -> Any:
     return getattr(torch, settings.profile.torch_dtype)
 
 
-def load_model(path: str | Path, settings: Settings | None = None) -> Any:
-    """A causal LM in the profile's dtype and device, in eval mode."""
+def load_model(path: str | Path, settings: Settings | None = None, *, for_inference: bool = False) -> Any:
+    """A causal LM on the profile's device, in eval mode.
+
+    In the profile's dtype by default (what training used: the merge check compares
+    like with like). ``for_inference=True`` loads it the way the local server runs
+    models (:func:`helpers.server.serving_precision`: bfloat16 on CPUs that compute it
+    natively), for evaluations and chats where only speed changes.
+    """
     from transformers import AutoModelForCausalLM
 
     settings = settings or get_settings()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(settings))
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(settings)}
+    if for_inference:
+        import torch
+
+        from .server import serving_precision
+
+        dtype, attention = serving_precision(settings)
+        kwargs["dtype"] = getattr(torch, dtype)
+        if attention:
+            kwargs["attn_implementation"] = attention
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     return model.to(settings.profile.device).eval()
 
 
-def load_with_adapter(base: str | Path, checkpoint: str | Path, settings: Settings | None = None) -> Any:
+def load_with_adapter(base: str | Path, checkpoint: str | Path, settings: Settings | None = None, *,
+                      for_inference: bool = False) -> Any:
     """The base model with the LoRA adapter applied by peft, *not* merged."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_model(base, settings), str(checkpoint)).eval()
+    model = load_model(base, settings, for_inference=for_inference)
+    return PeftModel.from_pretrained(model, str(checkpoint)).eval()
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -359,7 +377,7 @@ class LocalChat:
 
     @classmethod
     def load(cls, path: str | Path, settings: Settings | None = None, **kwargs: Any) -> "LocalChat":
-        return cls(load_model(path, settings), load_tokenizer(path), **kwargs)
+        return cls(load_model(path, settings, for_inference=True), load_tokenizer(path), **kwargs)
 
     def messages(self, question: str) -> list[Message]:
         return math_messages(question, shots=self.shots)

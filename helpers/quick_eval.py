@@ -39,11 +39,11 @@ class Student:
     adapter: Path | None = None
 
     def load(self, settings: Settings | None = None) -> tuple[Any, Any]:
-        """``(model, tokenizer)`` in the profile's dtype and device, eval mode."""
+        """``(model, tokenizer)`` loaded for inference (the local server's dtype), eval mode."""
         from .merge import load_model, load_tokenizer, load_with_adapter
 
-        model = (load_with_adapter(self.path, self.adapter, settings) if self.adapter is not None
-                 else load_model(self.path, settings))
+        model = (load_with_adapter(self.path, self.adapter, settings, for_inference=True)
+                 if self.adapter is not None else load_model(self.path, settings, for_inference=True))
         return model, load_tokenizer(self.path)
 
 

@@ -342,6 +342,29 @@ def test_replies_that_arrive_together_send_the_next_requests_together(
     assert events == ["start 0"] * 4 + ["done 0"] * 4 + ["start 1"] * 4 + ["done 1"] * 4
 
 
+def test_requests_alike_in_parameters_are_sent_together(fake: FakeOpenAI, tmp_path: Path) -> None:
+    """Sample-major order: every prompt's sample 0 goes out before any sample 1.
+
+    swift deploy batches only requests with identical sampling parameters, so mixing
+    temperatures in flight splits every batch in two.
+    """
+    rows = prompt_rows({f"q{i}": f"ordered question {i}" for i in range(6)})
+    generate(rows, tmp_path / "order.jsonl", config_for(fake, n_samples=2, t_min=0.0, t_max=0.9, concurrency=1))
+    temperatures = [b["temperature"] for b in fake.bodies]
+    assert temperatures == [0.0] * 6 + [0.9] * 6
+
+
+def test_concurrency_defaults_to_the_endpoints_own(fake: FakeOpenAI) -> None:
+    from helpers.config import API_CONCURRENCY, LOCAL_BATCH_SIZE
+
+    remote = GenerationConfig(endpoint=endpoint_for(fake))
+    local = GenerationConfig(endpoint=TeacherEndpoint(base_url=fake.base_url, model="t", local=True))
+    assert (remote.in_flight, local.in_flight) == (API_CONCURRENCY, LOCAL_BATCH_SIZE)
+    assert GenerationConfig(endpoint=endpoint_for(fake), concurrency=3).in_flight == 3
+    with pytest.raises(ValueError, match="concurrency"):
+        GenerationConfig(endpoint=endpoint_for(fake), concurrency=0)
+
+
 def test_torn_last_line_is_recovered(fake: FakeOpenAI, tmp_path: Path) -> None:
     rows = prompt_rows({f"t{i}": f"torn question {i}" for i in range(4)})
     out = tmp_path / "torn.jsonl"

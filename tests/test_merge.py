@@ -167,3 +167,17 @@ def test_teacher_responder_against_a_fake_api():
         endpoint = TeacherEndpoint(base_url=fake.base_url, model="fake", api_key=Secret("sk-test-merge-0123456789"))
         reply = teacher_responder(endpoint, max_tokens=64)("What is 3 + 4? [[reasoning]]")
     assert reply.startswith("<think>") and grade(reply, "7") == ("7", True)
+
+
+def test_inference_loads_follow_the_servers_precision(student, settings, monkeypatch):
+    """Training dtype by default (the merge check compares like with like); serving dtype on request."""
+    import torch
+
+    from helpers.merge import load_model
+
+    monkeypatch.setenv("COURSE_SERVE_DTYPE", "bfloat16")
+    fast = load_model(student, settings, for_inference=True)
+    assert fast.dtype == torch.bfloat16 and fast.config._attn_implementation == "eager"
+    assert load_model(student, settings).dtype == getattr(torch, settings.profile.torch_dtype)
+    monkeypatch.setenv("COURSE_SERVE_DTYPE", "float32")
+    assert load_model(student, settings, for_inference=True).dtype == torch.float32

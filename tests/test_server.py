@@ -13,7 +13,9 @@ import openai
 import psutil
 import pytest
 
-from helpers.server import LocalServer, ServerError, deploy_command, free_port
+from helpers.config import LOCAL_BATCH_SIZE, PROFILES, Settings
+from helpers.server import (LocalServer, ServerError, cpu_has_native_bf16, deploy_command, free_port,
+                            serving_precision_args)
 
 
 def _alive(pid: int) -> bool:
@@ -31,6 +33,41 @@ def test_deploy_command_binds_loopback(settings, tmp_path):
     assert int(args[args.index("--max_batch_size") + 1]) > 1
     assert "--check_model" not in args  # swift deploy rejects it
     assert ("--template", "chatml") == tuple(args[args.index("--template"):args.index("--template") + 2])
+
+
+ZEN4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+OLD_CPU = "processor\t: 0\nflags\t\t: fpu avx2 avx512f\n"
+
+
+def _on(profile: str, tmp_path) -> Settings:
+    return Settings(profile=PROFILES[profile], workspace=tmp_path, teacher=None, size="smoke")
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16(ZEN4)
+    assert cpu_has_native_bf16("flags : sse amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16(OLD_CPU)
+    assert not cpu_has_native_bf16("")
+
+
+def test_serving_precision_follows_the_cpu(tmp_path):
+    offline = _on("offline", tmp_path)
+    assert serving_precision_args(offline, cpuinfo=ZEN4, env={}) == [
+        "--torch_dtype", "bfloat16", "--attn_impl", "eager"]
+    assert serving_precision_args(offline, cpuinfo=OLD_CPU, env={}) == ["--torch_dtype", "float32"]
+    assert serving_precision_args(offline, cpuinfo=ZEN4, env={"COURSE_SERVE_DTYPE": "float32"}) == [
+        "--torch_dtype", "float32"]
+    with pytest.raises(ValueError, match="COURSE_SERVE_DTYPE"):
+        serving_precision_args(offline, cpuinfo=ZEN4, env={"COURSE_SERVE_DTYPE": "fp8"})
+    # On a GPU the profile's dtype and swift's default attention are used.
+    assert serving_precision_args(_on("gpu", tmp_path), cpuinfo=OLD_CPU, env={}) == ["--torch_dtype", "bfloat16"]
+
+
+def test_deploy_command_batches_what_the_clients_keep_in_flight(settings, tmp_path):
+    args = deploy_command(tmp_path, port=1234, api_key="k", served_model_name="t", settings=settings)
+    assert int(args[args.index("--max_batch_size") + 1]) == LOCAL_BATCH_SIZE
+    assert settings.teacher_concurrency == (LOCAL_BATCH_SIZE if settings.teacher is None else 8)
+    assert args.count("--torch_dtype") == 1
 
 
 def test_not_a_model_folder(tmp_path, settings):
