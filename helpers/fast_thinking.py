@@ -335,10 +335,13 @@ class ProposalCache:
     """
 
     def __init__(self, path: str | Path) -> None:
+        from .generate import repair_jsonl_tail
+
         self.path = Path(path)
         self._lock = threading.Lock()
         self._items: dict[str, Proposal] = {}
         if self.path.is_file():
+            repair_jsonl_tail(self.path)  # a line torn by a kill is cut away; appends start clean
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 try:
                     record = json.loads(line)
@@ -356,14 +359,8 @@ class ProposalCache:
         with self._lock:
             self._items[key] = proposal
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a+b") as f:  # appends always go to the end
-                size = f.seek(0, 2)
-                if size:
-                    f.seek(size - 1)
-                    if f.read(1) != b"\n":
-                        f.write(b"\n")  # end a line torn by an interrupted write
-                line = json.dumps({"key": key, "proposal": asdict(proposal)}, ensure_ascii=False) + "\n"
-                f.write(line.encode("utf-8"))
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "proposal": asdict(proposal)}, ensure_ascii=False) + "\n")
                 f.flush()
 
 

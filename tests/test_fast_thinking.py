@@ -123,6 +123,7 @@ def test_the_cache_resumes_without_calling_the_model_again(tmp_path) -> None:
     assert len(second.prompts) == 1  # only the failed call is retried
     assert [r["fast"]["status"] for r in again.kept] == ["shortened", "shortened"]
     assert len(ProposalCache(cache)) == 2
+    assert all(json.loads(line)["key"] for line in cache.read_text(encoding="utf-8").splitlines())  # torn line cut
 
 
 def test_a_shortener_must_return_a_proposal() -> None:
