@@ -35,13 +35,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.config import get_settings
-from helpers.generate import GenerationConfig, generate, load_samples
-from helpers.merge import latest_merged_model
-from helpers.metrics import item_table, metrics_table
-from helpers.models import prepare_student
-from helpers.server import LocalServer
-from helpers.tasks import word_problem_rows
+from helpers.core.config import get_settings
+from helpers.evaluate.metrics import item_table, metrics_table
+from helpers.merge.adapter import latest_merged_model
+from helpers.models.student import prepare_student
+from helpers.tasks.word_problems import word_problem_rows
+from helpers.teacher.engine import GenerationConfig, generate
+from helpers.teacher.samples import load_samples
+from helpers.teacher.server import LocalServer
 
 
 def run_model(name: str, model_dir: Path, rows: list[dict], out_dir: Path, max_tokens: int) -> pd.DataFrame:

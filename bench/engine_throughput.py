@@ -1,4 +1,4 @@
-"""Benchmark: the batch engine (helpers.generate) against ``evalscope perf`` on the same local teacher.
+"""Benchmark: the batch engine (helpers.teacher.engine) against ``evalscope perf`` on the same local teacher.
 
 Not a test: run it by hand (it takes a few minutes on 2 CPU cores) and read the table.
 
@@ -58,9 +58,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO))
 
-from helpers.config import Secret, TeacherEndpoint, get_settings  # noqa: E402
-from helpers.generate import GenerationConfig, generate  # noqa: E402
-from helpers.tasks import word_problem_rows  # noqa: E402
+from helpers.core.config import Secret, TeacherEndpoint, get_settings  # noqa: E402
+from helpers.tasks.word_problems import word_problem_rows  # noqa: E402
+from helpers.teacher.engine import GenerationConfig, generate  # noqa: E402
 
 MODES = ("engine", "evalscope-stream", "evalscope-nonstream")
 
@@ -264,7 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=8, help="swift deploy --max_batch_size")
     p.add_argument("--server-threads", type=int, default=0,
                    help="OMP threads of the server this script starts (default 0: the server's own default, "
-                        "helpers.server.server_threads(), or $OMP_NUM_THREADS)")
+                        "helpers.teacher.server.server_threads(), or $OMP_NUM_THREADS)")
     p.add_argument("--verbose", action="store_true", help="show evalscope's own summary tables")
     p.add_argument("--no-stream", action="store_true", help="skip the streaming evalscope runs")
     p.add_argument("--progress", action="store_true", help="show the engine's progress bar")
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = TeacherEndpoint(base_url=args.base_url, model=args.model or "local-teacher",
                                    api_key=Secret(os.environ.get("TEACHER_API_KEY", "")), local=True)
     else:
-        from helpers.server import server_threads, start_local_teacher
+        from helpers.teacher.server import server_threads, start_local_teacher
 
         if args.server_threads > 0:  # LocalServer hands this process's environment to swift deploy
             os.environ["OMP_NUM_THREADS"] = str(args.server_threads)

@@ -17,7 +17,7 @@ os.environ.setdefault("COURSE_SIZE", "smoke")
 
 @pytest.fixture(scope="session")
 def settings():
-    from helpers.config import get_settings
+    from helpers.core.config import get_settings
 
     s = get_settings()
     s.ensure_dirs()
@@ -27,6 +27,6 @@ def settings():
 @pytest.fixture(scope="session")
 def student(settings):
     """The prepared student folder (converted once per workspace)."""
-    from helpers.models import prepare_student
+    from helpers.models.student import prepare_student
 
     return prepare_student(settings).path

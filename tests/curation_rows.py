@@ -1,4 +1,4 @@
-"""Hand-made sample rows for the curation tests (the sample-row contract of helpers.generate)."""
+"""Hand-made sample rows for the curation tests (the sample-row contract of helpers.core.rows)."""
 
 from __future__ import annotations
 

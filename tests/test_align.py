@@ -7,9 +7,9 @@ import re
 import pytest
 from curation_rows import THINKING, make_row
 
-from helpers.align import AlignmentAborted, align_stage, merge_aligned, parse_rewrite, parse_verdict
-from helpers.curate import StageResult
-from helpers.prompts import load_prompt
+from helpers.curate.align import AlignmentAborted, align_stage, merge_aligned, parse_rewrite, parse_verdict
+from helpers.curate.funnel import StageResult
+from helpers.teacher.prompts import load_prompt
 
 
 def _marker(name: str) -> str:
@@ -24,27 +24,32 @@ GOOD_REWRITE = f"<reasoning>\n{EXPANDED}\n</reasoning>\n<answer>\\boxed{{8}}</an
 
 
 class Script:
-    """A fake teacher: pops scripted replies per prompt kind and records every call."""
+    """A fake batch teacher: pops scripted replies per prompt kind and records every call.
+
+    A scripted exception stands for a call that failed after the engine's retries.
+    """
 
     def __init__(self, judge: list[str], rewrite: list[str] | None = None) -> None:
         self.replies = {"judge": list(judge), "rewrite": list(rewrite or [])}
         self.calls: list[str] = []
+        self.batches: list[int] = []
 
-    def __call__(self, messages: list[dict[str, str]]) -> str:
+    def one(self, messages: list[dict[str, str]]) -> str | Exception:
         content = messages[-1]["content"]
         kind = next(k for k, mark in MARKERS.items() if mark in content)
         self.calls.append(kind)
         queue = self.replies["judge" if kind == "judge" else "rewrite"]
-        reply = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def __call__(self, chats: list[list[dict[str, str]]]) -> list[str | Exception]:
+        self.batches.append(len(chats))
+        return [self.one(chat) for chat in chats]
 
 
 def test_passes_on_round_two_after_expansion() -> None:
     chat = Script(judge=['{"verdict": "too_terse", "reason": "skips the addition"}',
                          '{"verdict": "right"}'], rewrite=[GOOD_REWRITE])
-    result = align_stage([make_row()], chat, max_rounds=3, progress=False)
+    result = align_stage([make_row()], chat, max_rounds=3)
     (row,) = result.kept
     assert chat.calls == ["judge", "expand", "judge"]
     assert row["align"]["rounds"] == 2 and row["align"]["rewritten"]
@@ -58,7 +63,7 @@ def test_passes_on_round_two_after_expansion() -> None:
 
 def test_right_at_once_keeps_the_row_unchanged() -> None:
     chat = Script(judge=["right"])
-    result = align_stage([make_row()], chat, progress=False)
+    result = align_stage([make_row()], chat)
     assert result.kept[0]["reply"]["thinking"] == THINKING
     assert result.kept[0]["align"]["rounds"] == 1 and not result.kept[0]["align"]["rewritten"]
     assert chat.calls == ["judge"]
@@ -67,7 +72,7 @@ def test_right_at_once_keeps_the_row_unchanged() -> None:
 def test_never_passing_is_dropped_after_max_rounds() -> None:
     shortened = GOOD_REWRITE
     chat = Script(judge=['{"verdict": "too_convoluted"}'], rewrite=[shortened])
-    result = align_stage([make_row()], chat, max_rounds=3, progress=False)
+    result = align_stage([make_row()], chat, max_rounds=3)
     assert result.n_kept == 0
     (row,) = result.dropped
     assert row["drop_reason"] == "alignment_failed"
@@ -78,14 +83,14 @@ def test_never_passing_is_dropped_after_max_rounds() -> None:
 
 def test_unparseable_verdict_is_a_failed_round_not_a_crash() -> None:
     chat = Script(judge=["I would rather not say.", "Verdict: RIGHT"])
-    result = align_stage([make_row()], chat, max_rounds=2, progress=False)
+    result = align_stage([make_row()], chat, max_rounds=2)
     (row,) = result.kept
     first, second = row["align"]["history"]
     assert first["verdict"] is None and "unparseable" in first["note"]
     assert second["verdict"] == "right"
 
     always_garbage = Script(judge=["¯\\_(ツ)_/¯"])
-    result = align_stage([make_row()], always_garbage, max_rounds=2, progress=False)
+    result = align_stage([make_row()], always_garbage, max_rounds=2)
     assert result.dropped[0]["drop_reason"] == "alignment_failed"
     assert "no parseable verdict" in result.dropped[0]["drop_detail"]
     assert always_garbage.calls == ["judge", "judge"]
@@ -94,7 +99,7 @@ def test_unparseable_verdict_is_a_failed_round_not_a_crash() -> None:
 def test_rewrite_that_changes_the_answer_is_rejected() -> None:
     wrong = GOOD_REWRITE.replace("\\boxed{8}", "\\boxed{9}")
     chat = Script(judge=["too_terse", "right"], rewrite=[wrong])
-    result = align_stage([make_row()], chat, progress=False)
+    result = align_stage([make_row()], chat)
     (row,) = result.kept  # round 2 re-judges the original, which passes
     assert not row["align"]["rewritten"] and row["reply"]["thinking"] == THINKING
     assert "no longer verifies" in row["align"]["history"][0]["note"]
@@ -102,38 +107,59 @@ def test_rewrite_that_changes_the_answer_is_rejected() -> None:
 
 def test_rewrite_in_the_wrong_format_is_a_failed_round() -> None:
     chat = Script(judge=["too_terse", "too_terse"], rewrite=["Here is a better version: 3 + 5 = 8"])
-    result = align_stage([make_row()], chat, max_rounds=2, progress=False)
+    result = align_stage([make_row()], chat, max_rounds=2)
     assert result.dropped[0]["drop_reason"] == "alignment_failed"
     assert "format" in result.dropped[0]["align"]["history"][0]["note"]
 
 
-def test_chat_errors_are_reported_and_abort_when_persistent() -> None:
-    flaky = Script(judge=[ConnectionError("reset"), "right"])
-    assert align_stage([make_row()], flaky, progress=False).n_kept == 1
+def test_chat_errors_are_reported_and_abort_when_a_whole_round_fails() -> None:
+    flaky = Script(judge=[ConnectionError("reset"), "right", "right"])  # row 0 fails once, row 1 passes
+    result = align_stage([make_row(prompt_id="p0"), make_row(prompt_id="p1")], flaky)
+    assert result.n_kept == 2 and flaky.batches == [2, 1]  # round 2 re-asks only the failed row
+    assert "judge call failed: ConnectionError: reset" in result.kept[0]["align"]["history"][0]["note"]
+
+    def half_dead(chats: list) -> list:  # p0's calls always fail, p1 is judged "too terse" for ever
+        return [ConnectionError("refused") if "p0 question" in c[-1]["content"] else "too_terse" for c in chats]
+
+    rows = [make_row(prompt_id="p0", question="p0 question"), make_row(prompt_id="p1")]
+    result = align_stage(rows, half_dead, max_rounds=2)
+    by_id = {r["prompt_id"]: r for r in result.dropped}
+    assert by_id["p0"]["drop_reason"] == "alignment_error" and "refused" in by_id["p0"]["drop_detail"]
+    assert by_id["p1"]["drop_reason"] == "alignment_failed"
 
     dead = Script(judge=[ConnectionError("refused")])
-    result = align_stage([make_row()], dead, max_rounds=2, fail_fast_errors=10, progress=False)
-    assert result.dropped[0]["drop_reason"] == "alignment_error"
-    assert "refused" in result.dropped[0]["drop_detail"]
     with pytest.raises(AlignmentAborted, match="refused"):
-        align_stage([make_row(prompt_id=f"p{i}") for i in range(3)], dead, max_rounds=2,
-                    fail_fast_errors=4, progress=False)
+        align_stage([make_row(prompt_id=f"p{i}") for i in range(3)], dead, max_rounds=2)
 
 
-def test_threads_give_the_same_result() -> None:
+def test_each_round_is_one_batch_of_calls() -> None:
     rows = [make_row(prompt_id=f"p{i}") for i in range(6)]
+    batches: list[int] = []
 
-    def chat(messages: list[dict[str, str]]) -> str:
-        content = messages[-1]["content"]
-        if MARKERS["judge"] not in content:
-            return GOOD_REWRITE
-        return "right" if "He then buys" in content else "too_terse"
+    def chat(chats: list[list[dict[str, str]]]) -> list[str]:
+        batches.append(len(chats))
+        replies = []
+        for messages in chats:
+            content = messages[-1]["content"]
+            if MARKERS["judge"] not in content:
+                replies.append(GOOD_REWRITE)
+            else:
+                replies.append("right" if "He then buys" in content else "too_terse")
+        return replies
 
-    serial = align_stage(rows, chat, progress=False)
-    threaded = align_stage(rows, chat, max_workers=3, progress=False)
-    assert serial.n_kept == threaded.n_kept == 6
-    assert [r["prompt_id"] for r in threaded.kept] == [r["prompt_id"] for r in serial.kept]
-    assert all(r["align"]["rounds"] == 2 for r in threaded.kept)
+    result = align_stage(rows, chat)
+    assert result.n_kept == 6 and [r["prompt_id"] for r in result.kept] == [f"p{i}" for i in range(6)]
+    assert all(r["align"]["rounds"] == 2 for r in result.kept)
+    assert batches == [6, 6, 6]  # judge all, rewrite all, judge all again
+
+
+def test_replies_may_be_teacher_replies_and_a_wrong_count_is_an_error() -> None:
+    from helpers.teacher.client import normalize_reply
+
+    as_reply = lambda chats: [normalize_reply("right", None, "stop", None, 0.1, "t") for _ in chats]  # noqa: E731
+    assert align_stage([make_row()], as_reply).n_kept == 1
+    with pytest.raises(ValueError, match="returned 0 replies for 1 chats"):
+        align_stage([make_row()], lambda chats: [])
 
 
 @pytest.mark.parametrize("text, label", [
@@ -169,9 +195,9 @@ def test_bad_arguments() -> None:
 def test_merge_aligned_replaces_passed_and_handles_failed_rows() -> None:
     rows = [make_row(prompt_id=f"p{i}") for i in range(4)]
     chat = Script(judge=['{"verdict": "too_terse"}', '{"verdict": "right"}'], rewrite=[GOOD_REWRITE])
-    aligned = align_stage(rows[:1], chat, max_rounds=2, progress=False)
+    aligned = align_stage(rows[:1], chat, max_rounds=2)
     never = align_stage(rows[1:2], Script(judge=["too_convoluted"], rewrite=["nonsense"]),
-                        max_rounds=2, progress=False)
+                        max_rounds=2)
     sample = StageResult("align", aligned.kept + never.kept, aligned.dropped + never.dropped)
 
     lenient = merge_aligned(rows, sample, drop_failed=False)

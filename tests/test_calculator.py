@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from helpers.calculator import calculator_stage, recompute, repair_row
-from helpers.verify import verify_stage
+from helpers.curate.calculator import calculator_stage, recompute, repair_row
+from helpers.curate.verify import verify_stage
 
 
 def _row(thinking: str, boxed: str, reference: str, index: int = 0) -> dict:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.config import (PROFILES, Secret, TeacherEndpoint, get_settings, mask_secrets,
-                            teacher_from_env)
+from helpers.core.config import PROFILES, Secret, TeacherEndpoint, get_settings, mask_secrets, teacher_from_env
 
 KEY = "sk-test-0123456789abcdefXYZ"
 

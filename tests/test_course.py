@@ -7,8 +7,8 @@ import json
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers.course import RUN_DIR_ENV, list_notebooks, run_course
-from helpers.server import SERVER_THREADS_ENV
+from helpers.course.runner import RUN_DIR_ENV, list_notebooks, run_course
+from helpers.teacher.server import SERVER_THREADS_ENV
 
 
 def _notebook(path, *sources):
@@ -30,7 +30,7 @@ def test_run_stops_at_the_first_failure_and_names_the_cell(tmp_path, monkeypatch
     monkeypatch.setenv(SERVER_THREADS_ENV, "1")
     folder = tmp_path / "nbs"
     folder.mkdir()
-    first = _notebook(folder / "01_ok.ipynb", "from helpers.course import record\nrecord('01_ok', rows=3)")
+    first = _notebook(folder / "01_ok.ipynb", "from helpers.course.runner import record\nrecord('01_ok', rows=3)")
     failing = _notebook(folder / "02_fail.ipynb", "x = 1", "raise ValueError('planted failure')")
     never = _notebook(folder / "03_never.ipynb", "print('should not run')")
 
@@ -50,7 +50,7 @@ def test_run_stops_at_the_first_failure_and_names_the_cell(tmp_path, monkeypatch
 
 
 def test_key_numbers_pick_the_headline_and_skip_what_did_not_run():
-    from helpers.course import key_numbers
+    from helpers.course.runner import key_numbers
 
     numbers = {"03_curate_dataset": {"verified": 122, "train_rows": 80},
                "06_evaluate": {"accuracy": {"word_problems": {"base": 0.0, "distilled": 0.4333}}}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from curation_rows import make_row
 
-from helpers.decontam import EvalIndex, decontaminate, ngrams
+from helpers.curate.decontam import EvalIndex, decontaminate, ngrams
 
 GSM = [
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins.",

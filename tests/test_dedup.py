@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from curation_rows import make_row
 
-from helpers.dedup import dedup_stage, exact_dedup, jaccard, near_dedup, shingles
+from helpers.curate.dedup import dedup_stage, exact_dedup, jaccard, near_dedup, shingles
 
 LONG_THINKING = (
     "First we find how many apples Tom has at the start of the story, which is three apples. "

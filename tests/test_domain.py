@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import string
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_openai import FakeOpenAI  # noqa: E402
 
-from helpers.config import Secret, TeacherEndpoint  # noqa: E402
-from helpers.consistency import consistency_stage, final_answer  # noqa: E402
-from helpers.domain import (  # noqa: E402
+from helpers.core.config import Secret, TeacherEndpoint  # noqa: E402
+from helpers.curate.consistency import consistency_stage, final_answer  # noqa: E402
+from helpers.curate.dedup import near_dedup  # noqa: E402
+from helpers.teacher.engine import GenerationConfig, batch_chat, generate  # noqa: E402
+from helpers.teacher.prompts import load_prompt  # noqa: E402
+from helpers.teacher.samples import load_samples  # noqa: E402
+from helpers.techniques.domain import (
     DROP_REASONS,
-    ChatText,
     answer_exemplars,
     answer_messages,
     build_tree,
@@ -32,40 +34,40 @@ from helpers.domain import (  # noqa: E402
     parse_list,
     question_id,
     question_rows,
-    teacher_chat,
 )
-from helpers.dedup import near_dedup  # noqa: E402
-from helpers.generate import GenerationConfig, generate, load_samples  # noqa: E402
-from helpers.prompts import load_prompt  # noqa: E402
-from helpers.tagtree import TagTree, show_path, split_path, tree_editor  # noqa: E402
+from helpers.techniques.tagtree import TagTree, show_path, split_path, tree_editor  # noqa: E402
 
 # --------------------------------------------------------------------------- a scripted teacher
 
 
 class ScriptedTeacher:
-    """A fake ``chat(messages) -> str``: canned replies chosen by the node the prompt asks about.
+    """A fake batch teacher (many chats in, one reply each out): canned replies chosen by the node.
 
     ``tags`` maps a parent tag (the last tag of the path) to a reply; ``questions``
-    maps a leaf tag to a reply. Every prompt it receives is recorded.
+    maps a leaf tag to a reply; a node in ``fail`` gets an exception (a failed call).
+    Every prompt it receives is recorded, and the size of every batch.
     """
 
     def __init__(self, tags: dict[str, str], questions: dict[str, str] | None = None,
                  fail: set[str] = frozenset()) -> None:
         self.tags, self.questions, self.fail = tags, questions or {}, fail
         self.prompts: list[str] = []
-        self.lock = threading.Lock()
+        self.batches: list[int] = []
 
-    def __call__(self, messages: list[dict[str, str]]) -> str:
+    def one(self, messages: list[dict[str, str]]) -> str | Exception:
         prompt = messages[-1]["content"]
-        with self.lock:
-            self.prompts.append(prompt)
+        self.prompts.append(prompt)
         path = prompt.splitlines()[0].removeprefix("Topic path: ")
         node = path.split(" > ")[-1]
         if node in self.fail:
-            raise ConnectionError(f"teacher down for {node}")
+            return ConnectionError(f"teacher down for {node}")
         if "subtopics" in prompt:
             return self.tags.get(node, "")
         return self.questions.get(node, f"1. How many {node} fit in a box of 12?\n2. Why?")
+
+    def __call__(self, chats: list[list[dict[str, str]]]) -> list[str | Exception]:
+        self.batches.append(len(chats))
+        return [self.one(chat) for chat in chats]
 
 
 TAGS = {
@@ -153,8 +155,8 @@ def test_parse_list_marks_the_cut_off_last_line() -> None:
     parsed = parse_list(reply, kind="tag", truncated=True)
     assert parsed.items == ["Geometry", "Trigonometry"]
     assert parsed.rows[-1]["status"] == "cut_off"
-    assert parse_list(ChatText(reply, truncated=True), kind="tag").items == ["Geometry", "Trigonometry"]
-    assert parse_list(ChatText(reply), kind="tag").items == ["Geometry", "Trigonometry", "Trigon"]
+    assert parse_list(reply, kind="tag", truncated=True).items == ["Geometry", "Trigonometry"]
+    assert parse_list(reply, kind="tag").items == ["Geometry", "Trigonometry", "Trigon"]
 
 
 def test_parse_list_rejects_bad_arguments_and_empty_replies() -> None:
@@ -287,7 +289,7 @@ def test_tree_plot_and_editor() -> None:
 
 def test_build_tree_with_scripted_teacher() -> None:
     teacher = scripted()
-    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, extra=1, progress=False)
+    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, extra=1)
     tree = build.tree
     assert [c.name for c in tree.root.children] == ["Fractions", "Percentages"]  # per_level respected
     assert tree.leaves() == [("everyday arithmetic", "Fractions", "Halves"),
@@ -308,7 +310,7 @@ def test_build_tree_with_scripted_teacher() -> None:
 
 def test_build_tree_asks_for_spares_and_keeps_a_node_without_tags_as_leaf() -> None:
     teacher = scripted()
-    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=3, extra=2, progress=False)
+    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=3, extra=2)
     assert any("List 5 subtopics" in p for p in teacher.prompts)
     # "money" got a chatty reply with no list: it stays a leaf and the log says why
     assert ("everyday arithmetic", "money") in build.tree.leaves()
@@ -318,23 +320,23 @@ def test_build_tree_asks_for_spares_and_keeps_a_node_without_tags_as_leaf() -> N
 
 def test_build_tree_records_failed_calls_and_raises_when_all_fail() -> None:
     teacher = ScriptedTeacher(TAGS, fail={"Percentages"})
-    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, progress=False)
+    build = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2)
     failed = build.log[build.log.status == "call_failed"]
     assert list(failed.parent) == ["everyday arithmetic > Percentages"]
     assert "teacher down" in failed.detail.iloc[0]
     assert ("everyday arithmetic", "Percentages") in build.tree.leaves()
     with pytest.raises(RuntimeError, match="every teacher call failed"):
-        build_tree(ScriptedTeacher(TAGS, fail={"everyday arithmetic"}), "everyday arithmetic", progress=False)
+        build_tree(ScriptedTeacher(TAGS, fail={"everyday arithmetic"}), "everyday arithmetic")
     with pytest.raises(ValueError):
         build_tree(teacher, "x", levels=0)
 
 
 def test_every_prompt_holds_the_full_tag_path() -> None:
     teacher = scripted()
-    tree = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, progress=False).tree
+    tree = build_tree(teacher, "everyday arithmetic", levels=2, per_level=2).tree
     tree.add("Fractions/Halves", "Half of odd numbers")  # a deeper leaf added by hand
     teacher.prompts.clear()
-    batch = generate_questions(teacher, tree, per_leaf=1, extra=1, progress=False)
+    batch = generate_questions(teacher, tree, per_leaf=1, extra=1)
     assert len(teacher.prompts) == len(tree.leaves()) == batch.calls == 4
     for leaf in tree.leaves():
         full = show_path(leaf)
@@ -344,7 +346,7 @@ def test_every_prompt_holds_the_full_tag_path() -> None:
 
     # the tag prompts carry the parent's full path too
     teacher = scripted()
-    build_tree(teacher, "everyday arithmetic", levels=2, per_level=2, progress=False, max_workers=1)
+    build_tree(teacher, "everyday arithmetic", levels=2, per_level=2)
     assert [p.splitlines()[0] for p in teacher.prompts] == [
         "Topic path: everyday arithmetic", "Topic path: everyday arithmetic > Fractions",
         "Topic path: everyday arithmetic > Percentages"]
@@ -357,7 +359,7 @@ def test_generate_questions_parses_and_logs() -> None:
         "Thirds": "Sure, here are the questions:\n1. What is a third of 27?\n2. What is a third of 30?",
         "Change": "",
     })
-    batch = generate_questions(teacher, tree, per_leaf=2, progress=False)
+    batch = generate_questions(teacher, tree, per_leaf=2)
     table = batch.table()
     assert list(table.question) == ["What is half of 18?", "What is a third of 27?", "What is a third of 30?"]
     assert batch.questions[0]["path"] == ["everyday arithmetic", "Fractions", "Halves"]
@@ -506,25 +508,20 @@ def fake():
         yield server
 
 
-def test_teacher_chat_caches_and_strips_thinking(fake: FakeOpenAI, tmp_path: Path) -> None:
+def test_the_tree_is_built_through_the_batch_engine(fake: FakeOpenAI, tmp_path: Path) -> None:
     fake.reset()
     endpoint = TeacherEndpoint(base_url=fake.base_url, model="fake-teacher", api_key=Secret(""))
-    chat = teacher_chat(endpoint, max_tokens=32, cache_dir=tmp_path / "cache")
-    messages = [{"role": "user", "content": "List 2 subtopics [[answer:4]]"}]
-    first = chat(messages)
-    assert "<think>" not in first and "\\boxed{4}" in first
-    assert chat(messages) == first
-    assert fake.total_requests == 1  # the second call came from the cache
-    assert first.truncated is False
-    uncached = teacher_chat(endpoint, max_tokens=32)
-    uncached(messages)
-    assert fake.total_requests == 2
-    cut = chat([{"role": "user", "content": "List 2 subtopics [[trunc]]"}])
-    assert cut.truncated is True
-    assert chat([{"role": "user", "content": "List 2 subtopics [[trunc]]"}]).truncated is True  # cached too
-    # a reasoning teacher (DeepSeek-R1 style): its reasoning_content never reaches the list parser
-    reasoning = chat([{"role": "user", "content": "List 2 subtopics [[reasoning]] [[answer:5]]"}])
-    assert reasoning == "The result is \\boxed{5}." and "add the numbers" not in reasoning
+    chat = batch_chat(endpoint, tmp_path / "calls.jsonl", max_tokens=32, cache_dir=tmp_path / "cache",
+                      progress=False)
+    build = build_tree(chat, "numbers [[answer:4]]", levels=1, per_level=2)
+    assert fake.total_requests == 1 and build.calls == 1
+    assert "add the numbers" not in " ".join(build.log["line"])  # the reply's thinking never reaches the parser
+    again = build_tree(chat, "numbers [[answer:4]]", levels=1, per_level=2)
+    assert fake.total_requests == 1 and again.log.equals(build.log)  # resumed from the call log
+    whole = build_tree(chat, "numbers [[reasoning]]", levels=1, per_level=5)
+    assert whole.log["status"].iloc[-1] != "cut_off"
+    cut = build_tree(chat, "numbers [[reasoning]] [[trunc]]", levels=1, per_level=5)
+    assert cut.log["status"].iloc[-1] == "cut_off"  # the engine's "truncated" reaches parse_list
 
 
 def test_questions_are_answered_by_the_batch_engine(fake: FakeOpenAI, tmp_path: Path) -> None:

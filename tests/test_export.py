@@ -9,10 +9,20 @@ from pathlib import Path
 import pytest
 from curation_rows import ANSWER, QUESTION, THINKING, make_row
 
-from helpers.curate import Funnel, StageResult
-from helpers.export import (DatasetFormatError, assistant_text, dataset_card, export_dataset,
-                            split_train_val, to_alpaca, to_messages, to_sharegpt, validate_jsonl,
-                            write_dataset_card, write_jsonl)
+from helpers.core.jsonl import write_jsonl
+from helpers.curate.export import (
+    DatasetFormatError,
+    assistant_text,
+    dataset_card,
+    export_dataset,
+    split_train_val,
+    to_alpaca,
+    to_messages,
+    to_sharegpt,
+    validate_jsonl,
+    write_dataset_card,
+)
+from helpers.curate.funnel import Funnel, StageResult
 
 FEW_SHOT = [{"role": "system", "content": "sys"}, {"role": "user", "content": "shot q"},
             {"role": "assistant", "content": "shot a"}, {"role": "user", "content": "Q: " + QUESTION}]

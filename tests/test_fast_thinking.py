@@ -8,16 +8,30 @@ import pandas as pd
 import pytest
 from curation_rows import ANSWER, QUESTION, THINKING, make_row
 
-from helpers.align import AlignmentAborted
-from helpers.config import get_settings
-from helpers.curate import thinking_of
-from helpers.export import to_messages, write_jsonl
-from helpers.fast_thinking import (STATUSES, ProposalCache, apply_rewrites, calculation_sentences,
-                                   comparison_table, config_differences, export_variant, length_stats,
-                                   llm_shortener, load_curated, plot_accuracy_vs_tokens, plot_length_histograms,
-                                   reaches_reference, rule_shortener, shorten_prompt, shorten_stage,
-                                   variant_configs, zero_shot_prompt)
-from helpers.prompts import load_prompt
+from helpers.core.config import get_settings
+from helpers.core.jsonl import write_jsonl
+from helpers.core.rows import thinking_of
+from helpers.curate.align import AlignmentAborted
+from helpers.curate.export import to_messages
+from helpers.evaluate.quick import comparison_table, plot_accuracy_vs_tokens
+from helpers.teacher.prompts import load_prompt
+from helpers.techniques.fast_thinking import (
+    STATUSES,
+    apply_rewrites,
+    calculation_sentences,
+    config_differences,
+    export_variant,
+    length_stats,
+    llm_shortener,
+    load_curated,
+    plot_length_histograms,
+    reaches_reference,
+    rule_shortener,
+    shorten_prompt,
+    shorten_stage,
+    variant_configs,
+    zero_shot_prompt,
+)
 
 
 def words(text: str) -> int:
@@ -30,18 +44,20 @@ def reply(thinking: str, boxed: str = "8") -> str:
 
 
 class Script:
-    """A fake teacher: one scripted reply (or exception) per call, in order; records every prompt."""
+    """A fake batch teacher: one scripted reply (or exception, a failed call) per chat, in order."""
 
     def __init__(self, *replies: str | Exception) -> None:
         self.replies = list(replies)
         self.prompts: list[str] = []
+        self.batches: list[int] = []
 
-    def __call__(self, messages: list[dict[str, str]]) -> str:
-        self.prompts.append(messages[-1]["content"])
-        item = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        if isinstance(item, Exception):
-            raise item
-        return item
+    def __call__(self, chats: list[list[dict[str, str]]]) -> list[str | Exception]:
+        self.batches.append(len(chats))
+        out = []
+        for messages in chats:
+            self.prompts.append(messages[-1]["content"])
+            out.append(self.replies.pop(0) if len(self.replies) > 1 else self.replies[0])
+        return out
 
 
 def rows(n: int) -> list[dict]:
@@ -54,7 +70,7 @@ def rows(n: int) -> list[dict]:
 
 def test_a_verified_shorter_rewrite_replaces_the_thinking() -> None:
     chat = Script(reply("3 + 5 = 8."))
-    result = shorten_stage([make_row()], llm_shortener(chat), source="llm", count_tokens=words, progress=False)
+    result = shorten_stage([make_row()], llm_shortener(chat), source="llm", count_tokens=words)
     (row,) = result.kept
     assert thinking_of(row) == "3 + 5 = 8."
     assert row["fast"]["status"] == "shortened" and row["fast"]["rewritten"]
@@ -73,11 +89,9 @@ def test_a_verified_shorter_rewrite_replaces_the_thinking() -> None:
     (reply("Add them up."), "misses_reference"),                  # boxed 8 copied, never derived
     (reply(THINKING + " Let me check again: 3 + 5 = 8."), "not_shorter"),
     ("Sure! The answer is 8.", "no_rewrite"),                     # not in the <reasoning> format
-    (ConnectionError("teacher down"), "call_failed"),
 ])
 def test_a_failed_rewrite_falls_back_to_the_original(scripted, status) -> None:
-    result = shorten_stage([make_row()], llm_shortener(Script(scripted)), source="llm", count_tokens=words,
-                           progress=False)
+    result = shorten_stage([make_row()], llm_shortener(Script(scripted)), source="llm", count_tokens=words)
     (row,) = result.kept
     assert row["fast"]["status"] == status
     assert thinking_of(row) == THINKING and row["reply"]["answer"] == ANSWER
@@ -87,9 +101,16 @@ def test_a_failed_rewrite_falls_back_to_the_original(scripted, status) -> None:
     assert list(result.tables["counts"]["status"]) == list(STATUSES)
 
 
+def test_a_failed_call_keeps_the_original() -> None:
+    result = shorten_stage(rows(2), llm_shortener(Script(reply("3 + 5 = 8."), ConnectionError("reset"))),
+                           source="llm", count_tokens=words)
+    assert [r["fast"]["status"] for r in result.kept] == ["shortened", "call_failed"]
+    assert thinking_of(result.kept[1]) == THINKING and "ConnectionError: reset" in result.kept[1]["fast"]["detail"]
+
+
 def test_rows_are_never_dropped_and_keep_their_order() -> None:
     chat = Script(reply("3 + 5 = 8."), "garbage", reply("3 + 5 = 8."))
-    result = shorten_stage(rows(3), llm_shortener(chat), source="llm", count_tokens=words, progress=False)
+    result = shorten_stage(rows(3), llm_shortener(chat), source="llm", count_tokens=words)
     assert [r["prompt_id"] for r in result.kept] == ["p0", "p1", "p2"]
     assert [r["fast"]["status"] for r in result.kept] == ["shortened", "no_rewrite", "shortened"]
     assert result.tables["outcomes"]["status"].tolist() == ["shortened", "no_rewrite", "shortened"]
@@ -97,38 +118,23 @@ def test_rows_are_never_dropped_and_keep_their_order() -> None:
 
 def test_a_dead_endpoint_aborts_instead_of_keeping_everything() -> None:
     chat = Script(ConnectionError("refused"))
-    with pytest.raises(AlignmentAborted, match="3 shortener calls in a row failed"):
-        shorten_stage(rows(5), llm_shortener(chat), source="llm", count_tokens=words, fail_fast_errors=3,
-                      progress=False)
+    with pytest.raises(AlignmentAborted, match="every shortener call failed.*refused"):
+        shorten_stage(rows(5), llm_shortener(chat), source="llm", count_tokens=words)
 
 
-def test_parallel_calls_give_the_same_result() -> None:
+def test_all_rows_go_to_the_teacher_in_one_batch() -> None:
     chat = Script(reply("3 + 5 = 8."))
-    result = shorten_stage(rows(6), llm_shortener(chat), source="llm", count_tokens=words, max_workers=3,
-                           progress=False)
+    result = shorten_stage(rows(6), llm_shortener(chat), source="llm", count_tokens=words)
+    assert chat.batches == [6]
     assert [r["prompt_id"] for r in result.kept] == [f"p{i}" for i in range(6)]
     assert all(r["fast"]["status"] == "shortened" for r in result.kept)
-
-
-def test_the_cache_resumes_without_calling_the_model_again(tmp_path) -> None:
-    cache = tmp_path / "proposals.jsonl"
-    first = Script(reply("3 + 5 = 8."), ConnectionError("timeout"))
-    shorten_stage(rows(2), llm_shortener(first), source="llm", count_tokens=words, cache_path=cache, progress=False)
-    assert len(first.prompts) == 2
-    with cache.open("a", encoding="utf-8") as f:
-        f.write('{"key": "torn')  # an interrupted write
-    second = Script(reply("3 + 5 = 8."))
-    again = shorten_stage(rows(2), llm_shortener(second), source="llm", count_tokens=words, cache_path=cache,
-                          progress=False)
-    assert len(second.prompts) == 1  # only the failed call is retried
-    assert [r["fast"]["status"] for r in again.kept] == ["shortened", "shortened"]
-    assert len(ProposalCache(cache)) == 2
-    assert all(json.loads(line)["key"] for line in cache.read_text(encoding="utf-8").splitlines())  # torn line cut
+    single = llm_shortener(Script(reply("3 + 5 = 8.")))(make_row())  # one row, called directly
+    assert single.thinking == "3 + 5 = 8."
 
 
 def test_a_shortener_must_return_a_proposal() -> None:
     with pytest.raises(TypeError, match="expected a Proposal"):
-        shorten_stage([make_row()], lambda row: ("a", "b"), source="x", count_tokens=words, progress=False)
+        shorten_stage([make_row()], lambda row: ("a", "b"), source="x", count_tokens=words)
 
 
 def test_reaches_reference() -> None:
@@ -146,8 +152,7 @@ def test_shorten_prompt_is_filled_in() -> None:
 def test_apply_rewrites_puts_the_sample_back_in_place() -> None:
     all_rows = rows(4)
     sample = [all_rows[2], all_rows[0]]
-    done = shorten_stage(sample, llm_shortener(Script(reply("3 + 5 = 8."))), source="llm", count_tokens=words,
-                         progress=False)
+    done = shorten_stage(sample, llm_shortener(Script(reply("3 + 5 = 8."))), source="llm", count_tokens=words)
     merged = apply_rewrites(all_rows, done)
     assert [r["prompt_id"] for r in merged] == ["p0", "p1", "p2", "p3"]
     assert [thinking_of(r) == "3 + 5 = 8." for r in merged] == [True, False, True, False]
@@ -170,8 +175,7 @@ def test_rule_shortener_goes_through_the_same_checks() -> None:
     good = make_row(prompt_id="good")
     no_calc = make_row(prompt_id="prose", thinking="Tom has three and buys five, which makes eight.")
     wrong = make_row(prompt_id="wrong", thinking="He buys more apples. 3 + 5 = 9. Then he eats one. 9 - 1 = 8.")
-    result = shorten_stage([good, no_calc, wrong], rule_shortener, source="rules", count_tokens=words,
-                           progress=False)
+    result = shorten_stage([good, no_calc, wrong], rule_shortener, source="rules", count_tokens=words)
     statuses = {r["prompt_id"]: r["fast"]["status"] for r in result.kept}
     assert statuses == {"good": "shortened", "prose": "no_rewrite", "wrong": "wrong_arithmetic"}
     assert thinking_of(result.kept[0]) == "3 + 5 = 8."
@@ -316,13 +320,13 @@ def test_comparison_table_and_plot() -> None:
 
 @pytest.mark.slow
 def test_batched_greedy_matches_one_at_a_time(settings, student) -> None:
-    from helpers.fast_thinking import Student, evaluate_students
-    from helpers.merge import LocalChat
-    from helpers.tasks import word_problem_rows
+    from helpers.evaluate.quick import Student, evaluate_students
+    from helpers.merge.chat import LocalChat
+    from helpers.tasks.word_problems import word_problem_rows
 
     prompts = word_problem_rows("test", 3, seed=5, shots=0)
     evaluated = evaluate_students({"base": Student(student)}, prompts, max_new_tokens=12, batch_size=3,
-                                  settings=settings, progress=False)
+                                  settings=settings)
     single = LocalChat.load(student, settings, max_new_tokens=12)
     assert [r["reply"]["raw"] for r in evaluated] == [single(p["question"]) for p in prompts]
     for row in evaluated:

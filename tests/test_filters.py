@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from curation_rows import QUESTION, make_row
 
-from helpers.filters import FilterConfig, find_refusal, load_refusal_phrases, quality_filter
+from helpers.curate.filters import FilterConfig, find_refusal, load_refusal_phrases, quality_filter
 
 PHRASES = load_refusal_phrases()
 
@@ -111,7 +111,7 @@ def test_length_outlier_percentile_and_small_sets() -> None:
 
 
 def test_refusal_phrases_file_has_english_and_chinese(tmp_path: Path) -> None:
-    from helpers.filters import REFUSAL_PHRASES_PATH
+    from helpers.curate.filters import REFUSAL_PHRASES_PATH
 
     data = json.loads(REFUSAL_PHRASES_PATH.read_text(encoding="utf-8"))
     assert data["en"] and data["zh"]

@@ -1,4 +1,4 @@
-"""Tests of the batch engine (helpers.generate) against a misbehaving fake server on 127.0.0.1."""
+"""Tests of the batch engine (helpers.teacher.engine) against a misbehaving fake server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -19,20 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_openai import FakeOpenAI, body_key  # noqa: E402
 
-from helpers.config import REPO_ROOT, Secret, TeacherEndpoint  # noqa: E402
-from helpers.generate import (  # noqa: E402
-    GenerationAborted,
-    GenerationConfig,
-    PriceTable,
-    TokenBucket,
-    _RateLimiter,
-    cli_main,
-    generate,
-    load_prompts,
-    load_samples,
-    request_key,
-    temperature_schedule,
-)
+from helpers.core.config import REPO_ROOT, Secret, TeacherEndpoint  # noqa: E402
+from helpers.course.cli import generate_main as cli_main
+from helpers.teacher.engine import GenerationAborted, GenerationConfig, generate, temperature_schedule
+from helpers.teacher.limits import RateLimiter, TokenBucket
+from helpers.teacher.prices import PriceTable
+from helpers.teacher.samples import load_prompts, load_samples, request_key
 
 # --------------------------------------------------------------------------- fixtures & helpers
 
@@ -108,7 +100,7 @@ def test_load_prompts_validation(tmp_path: Path) -> None:
     assert load_prompts(good)[0]["id"] == "a"
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"id": "a", "messages": [{"role": "user", "content": "x"}]}\n{oops\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
         load_prompts(bad_json)
     with pytest.raises(ValueError, match="duplicate prompt id 'a'"):
         load_prompts(prompt_rows({"a": "x"}) * 2)
@@ -161,7 +153,7 @@ def test_token_bucket_waits_and_refunds() -> None:
 
 def test_rate_limiter_settles_tpm_with_real_usage() -> None:
     async def scenario() -> float:
-        limiter = _RateLimiter(rpm=None, tpm=600)   # 10 tokens/s, bucket of 600
+        limiter = RateLimiter(rpm=None, tpm=600)   # 10 tokens/s, bucket of 600
         await limiter.acquire(600)                   # estimate used the whole minute
         limiter.settle(600, 100)                     # the reply only used 100
         t0 = time.monotonic()
@@ -282,20 +274,20 @@ def test_cache_serves_identical_requests(fake: FakeOpenAI, tmp_path: Path) -> No
 def test_rows_are_flushed_at_once_and_fsynced_in_groups(fake: FakeOpenAI, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """No fsync per row on the event loop (it delayed the next requests), yet every row reaches disk."""
-    from helpers import generate as engine
+    from helpers.core import jsonl
 
     synced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(engine.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(jsonl.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
 
     out = tmp_path / "sync.jsonl"
-    writer = engine._SampleWriter(out)  # outside an event loop: each row is synced at once
+    writer = jsonl.JsonlAppender(out)  # outside an event loop: each row is synced at once
     writer.write({"n": 1})
     assert out.read_text(encoding="utf-8") == '{"n": 1}\n' and len(synced) == 1
     writer.close()
 
     async def burst() -> int:
-        w = engine._SampleWriter(out, sync_interval_s=60.0)
+        w = jsonl.JsonlAppender(out, sync_interval_s=60.0)
         for i in range(20):
             w.write({"n": i})
         flushed = len(raw_rows(out))  # readable (flushed) before any sync
@@ -319,8 +311,8 @@ def test_replies_that_arrive_together_send_the_next_requests_together(
     Otherwise the first of them reaches swift deploy alone, starts a batch of one and
     the others wait a whole batch for it.
     """
-    from helpers import generate as engine
-    from helpers.teacher import TeacherReply, Usage
+    from helpers.teacher import engine
+    from helpers.teacher.client import TeacherReply, Usage
 
     events: list[str] = []
     release: dict[int, asyncio.Event] = {}
@@ -355,7 +347,7 @@ def test_requests_alike_in_parameters_are_sent_together(fake: FakeOpenAI, tmp_pa
 
 
 def test_concurrency_defaults_to_the_endpoints_own(fake: FakeOpenAI) -> None:
-    from helpers.config import API_CONCURRENCY, LOCAL_BATCH_SIZE
+    from helpers.core.config import API_CONCURRENCY, LOCAL_BATCH_SIZE
 
     remote = GenerationConfig(endpoint=endpoint_for(fake))
     local = GenerationConfig(endpoint=TeacherEndpoint(base_url=fake.base_url, model="t", local=True))
@@ -438,7 +430,7 @@ def test_kill_then_rerun_repeats_no_finished_request(fake: FakeOpenAI, tmp_path:
     prompts.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows(texts)), encoding="utf-8")
     out = tmp_path / "killed.jsonl"
 
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.generate",
+    proc = subprocess.Popen([sys.executable, "-m", "helpers", "generate",
                              *_cli_args(fake, prompts, out, "--concurrency", "2")],
                             cwd=REPO_ROOT, env=_clean_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -474,7 +466,7 @@ def test_ctrl_c_stops_cleanly_and_rerun_finishes(fake: FakeOpenAI, tmp_path: Pat
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows(texts)), encoding="utf-8")
     out = tmp_path / "interrupted.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.generate",
+    proc = subprocess.Popen([sys.executable, "-m", "helpers", "generate",
                              *_cli_args(fake, prompts, out, "--concurrency", "2")],
                             cwd=REPO_ROOT, env=_clean_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -535,3 +527,27 @@ def test_request_key_ignores_the_port_of_a_local_server_but_not_a_remote_host() 
     assert key("http://127.0.0.1:8001/v1") != key("http://127.0.0.1:8001/v1", model="other")
     assert key("https://api.deepseek.com/v1") != key("https://api.openai.com/v1")
     assert key("https://api.deepseek.com/v1") != key("http://127.0.0.1:8001/v1")
+
+
+# --------------------------------------------------------------------------- many chats, replies in order
+
+
+def test_ask_many_returns_replies_in_order_and_resumes(fake: FakeOpenAI, tmp_path: Path) -> None:
+    from helpers.teacher.client import TeacherError
+    from helpers.teacher.engine import ask_many, batch_chat
+
+    chats = [[{"role": "user", "content": "one [[answer:1]]"}], [{"role": "user", "content": "two [[400]]"}],
+             [{"role": "user", "content": "three [[trunc]]"}], [{"role": "user", "content": "one [[answer:1]]"}]]
+    log = tmp_path / "calls.jsonl"
+    replies = ask_many(chats, config_for(fake, cache_dir=tmp_path / "cache"), log)
+    assert fake.total_requests == 3  # the repeated chat is asked once
+    assert "\\boxed{1}" in replies[0].raw and replies[3].raw == replies[0].raw
+    assert isinstance(replies[1], TeacherError) and "HTTP 400" in str(replies[1])
+    assert replies[2].truncated
+    again = batch_chat(endpoint_for(fake), log, max_tokens=32, progress=False, concurrency=4,
+                       backoff_base_s=0.01)(chats)
+    assert fake.total_requests == 4  # only the failed chat is asked again: the log holds the rest
+    assert [r.raw for r in again if not isinstance(r, Exception)] == [replies[0].raw, replies[2].raw, replies[0].raw]
+    assert ask_many([], config_for(fake), log) == []
+    with pytest.raises(ValueError, match="n_samples=1"):
+        ask_many(chats, config_for(fake, n_samples=2), log)

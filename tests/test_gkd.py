@@ -1,5 +1,5 @@
 """GKD with ms-swift: the `swift rlhf --rlhf_type gkd` command for both profiles, its validation,
-the SFT baseline, the dependency check, and that helpers.train.train starts swift rlhf for it.
+the SFT baseline, the dependency check, and that helpers.train.runner.train starts swift rlhf for it.
 
 The gpu profile cannot run here; its command is checked by construction, flag by flag against
 ms-swift's own RLHFArguments.
@@ -13,11 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from helpers.config import get_settings
-from helpers.gkd import (GPU_TEACHER_MODEL, GKDConfig, gkd_config, gkd_dependencies, require_gkd_dependencies,
-                         same_vocabulary)
-from helpers.prompts import assistant_reply, math_messages
-from helpers.train import ProcessRun, TrainConfig, train
+from helpers.core.config import get_settings
+from helpers.core.swift import ProcessRun
+from helpers.tasks.math import math_messages
+from helpers.teacher.prompts import assistant_reply
+from helpers.techniques.gkd import (
+    GPU_TEACHER_MODEL,
+    GKDConfig,
+    gkd_config,
+    gkd_dependencies,
+    require_gkd_dependencies,
+    same_vocabulary,
+)
+from helpers.train.config import TrainConfig
+from helpers.train.runner import train
 
 
 def _flag(args: list[str], name: str) -> str:
@@ -154,7 +163,7 @@ def test_sft_baseline_shares_everything_but_the_gkd_flags(tmp_path, train_file):
 
 
 def test_train_runs_swift_rlhf_for_a_gkd_config(tmp_path, train_file, monkeypatch):
-    import helpers.train as train_module
+    import helpers.train.runner as train_module
 
     seen = {}
 
@@ -204,7 +213,7 @@ def test_gkd_config_is_a_train_config():
 def test_log_completions_flag_and_reader(tmp_path, train_file):
     import json
 
-    from helpers.gkd import read_completions
+    from helpers.techniques.gkd import read_completions
 
     config = gkd_config(_settings(tmp_path, "offline", "full"), teacher_model=tmp_path / "t", log_completions=True)
     assert _flag(config.args(), "--log_completions") == "true"
@@ -222,7 +231,7 @@ def test_log_completions_flag_and_reader(tmp_path, train_file):
 def test_plot_runs_marks_on_policy_steps():
     import pandas as pd
 
-    from helpers.gkd import plot_runs
+    from helpers.techniques.gkd import plot_runs
 
     history = pd.DataFrame({"step": [1, 2, 3], "loss": [0.3, 0.2, 0.25]})
     fig = plot_runs({"GKD": history, "SFT": history}, on_policy={"GKD": [2, 3]})
@@ -232,7 +241,7 @@ def test_plot_runs_marks_on_policy_steps():
 
 
 def test_forward_kl_covers_and_reverse_kl_seeks_a_mode():
-    from helpers.gkd import bimodal_teacher, fit_one_bump
+    from helpers.techniques.gkd import bimodal_teacher, fit_one_bump
 
     teacher = bimodal_teacher(12)
     left, right = slice(0, 6), slice(6, 12)

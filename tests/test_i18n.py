@@ -8,7 +8,7 @@ import nbformat
 import pytest
 import yaml
 
-from helpers import i18n
+from helpers.course import i18n
 
 
 def _notebook(path: Path, markdown: list[str]) -> Path:

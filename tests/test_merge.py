@@ -18,11 +18,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_openai import FakeOpenAI  # noqa: E402
 from test_train import sft_run  # noqa: E402,F401 - the shared session fixture
 
-from helpers.config import Secret, TeacherEndpoint, get_settings  # noqa: E402
-from helpers.merge import (EquivalenceError, LocalChat, MergeError, chat_view, check_equivalence,  # noqa: E402
-                           compare_answers, format_side_by_side, grade, is_merged_model, latest_merged_model,
-                           merge_adapter, merge_args, merge_command, merged_dir, teacher_responder)
-from helpers.tasks import word_problem_rows  # noqa: E402
+from helpers.core.config import Secret, TeacherEndpoint, get_settings  # noqa: E402
+from helpers.merge.adapter import (
+    MergeError,
+    is_merged_model,
+    latest_merged_model,
+    merge_adapter,
+    merge_args,
+    merge_command,
+    merged_dir,
+)
+from helpers.merge.chat import LocalChat, chat_view, compare_answers, format_side_by_side, grade, teacher_responder
+from helpers.merge.equivalence import EquivalenceError, check_equivalence
+from helpers.tasks.word_problems import word_problem_rows  # noqa: E402
 
 QUESTIONS = [r["question"] for r in word_problem_rows("test", 2, seed=3, shots=0)]
 
@@ -173,7 +181,7 @@ def test_inference_loads_follow_the_servers_precision(student, settings, monkeyp
     """Training dtype by default (the merge check compares like with like); serving dtype on request."""
     import torch
 
-    from helpers.merge import load_model
+    from helpers.models.loading import load_model
 
     monkeypatch.setenv("COURSE_SERVE_DTYPE", "bfloat16")
     fast = load_model(student, settings, for_inference=True)

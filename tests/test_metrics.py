@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers.metrics import item_table, metrics_table
+from helpers.evaluate.metrics import item_table, metrics_table
 
 
 def _row(pid, answer, reference="8", *, thinking="5 + 3 = 8.", status="ok", tokens=10, steps=1, **extra):

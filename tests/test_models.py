@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from helpers import models
-from helpers.config import get_settings
+from helpers.core.config import get_settings
+from helpers.models import student as models
 
 
 @pytest.mark.slow
@@ -23,7 +23,7 @@ def test_real_gguf_conversion_generates_and_is_cached(tmp_path):
     tok_cfg = json.loads((folder / "tokenizer_config.json").read_text())
     assert tok_cfg.get("chat_template") or (folder / "chat_template.jinja").is_file()
     # One greedy generation from the saved folder, with plain transformers.
-    text = models.generate_text(folder, "What is 2 + 3?", max_new_tokens=16)
+    text = models.smoke_reply(folder, settings)
     assert "5" in text, text
     assert first.sample_output  # the preparation itself verified generation
     again = models.prepare_student(settings)

@@ -1,10 +1,10 @@
-"""Tests of helpers.parsing: boxed answers, think/answer tags, section markers, numbers."""
+"""Tests of helpers.teacher.parsing: boxed answers, think/answer tags, section markers, numbers."""
 
 from __future__ import annotations
 
 import pytest
 
-from helpers.parsing import (
+from helpers.teacher.parsing import (
     DEFAULT_SECTION_MARKERS,
     FormatFlags,
     extract_boxed,

@@ -6,17 +6,11 @@ import string
 
 import pytest
 
-from helpers import prompts
-from helpers.prompts import (
-    classification_messages,
-    extraction_messages,
-    fewshot_exemplars,
-    list_prompts,
-    load_exemplar,
-    load_prompt,
-    math_messages,
-    render,
-)
+from helpers.tasks.extraction import EXTRACTION_FIELDS, extraction_messages
+from helpers.tasks.headlines import classification_messages
+from helpers.tasks.math import math_messages
+from helpers.tasks.word_problems import fewshot_exemplars
+from helpers.teacher.prompts import list_prompts, load_exemplar, load_prompt, render
 
 OWN_TEMPLATES = ["classification_system", "classification_user", "extraction_en", "extraction_zh",
                  "math_system", "math_user", "reply_format"]
@@ -130,7 +124,7 @@ def test_extraction_messages_markers_and_json_braces():
     assert en.rstrip().endswith("Text: Ann paid $5 on 1 May.")
     zh = extraction_messages("李明捐款5万元。", "zh")[0]["content"]
     assert "思考过程：" in zh and "最终答案：" in zh and zh.rstrip().endswith("李明捐款5万元。")
-    for field in prompts.EXTRACTION_FIELDS:
+    for field in EXTRACTION_FIELDS:
         assert f'"{field}"' in en and f'"{field}"' in zh
     with pytest.raises(ValueError, match="lang"):
         extraction_messages("text", "fr")  # type: ignore[arg-type]

@@ -9,8 +9,19 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from helpers import roi
-from helpers.generate import PriceTable
+from helpers.evaluate.roi import (
+    api_cost_per_1k,
+    break_even,
+    cost_table,
+    hosted_cost_per_1k,
+    latency_table,
+    load_serving_prices,
+    plot_break_even,
+    quality_retention,
+    retention_table,
+    usd_per_hour,
+)
+from helpers.teacher.prices import PriceTable
 
 matplotlib.use("Agg")
 
@@ -36,78 +47,78 @@ def runs() -> pd.DataFrame:
 
 
 def test_hosted_and_api_cost():
-    assert roi.hosted_cost_per_1k(3.6, 1.0) == pytest.approx(1.0)  # 1,000 x 3.6 s = 1 hour
-    assert roi.hosted_cost_per_1k(2.0, 0.0) == 0.0
+    assert hosted_cost_per_1k(3.6, 1.0) == pytest.approx(1.0)  # 1,000 x 3.6 s = 1 hour
+    assert hosted_cost_per_1k(2.0, 0.0) == 0.0
     with pytest.raises(ValueError):
-        roi.hosted_cost_per_1k(-1, 1.0)
+        hosted_cost_per_1k(-1, 1.0)
     # 1,000 calls x (600 in + 400 out) tokens = 0.6M x $1 + 0.4M x $4
-    assert roi.api_cost_per_1k("big-teacher", 600, 400, PRICES) == pytest.approx(0.6 + 1.6)
-    assert roi.api_cost_per_1k("unknown-model", 600, 400, PRICES) is None
+    assert api_cost_per_1k("big-teacher", 600, 400, PRICES) == pytest.approx(0.6 + 1.6)
+    assert api_cost_per_1k("unknown-model", 600, 400, PRICES) is None
 
 
 def test_serving_price_table(tmp_path):
-    prices = roi.load_serving_prices()
+    prices = load_serving_prices()
     assert "usd_per_hour" in prices.columns and (prices["usd_per_hour"] >= 0).all()
-    assert roi.usd_per_hour("own-laptop", prices) == 0.0
+    assert usd_per_hour("own-laptop", prices) == 0.0
     with pytest.raises(KeyError, match="choose one of"):
-        roi.usd_per_hour("a-quantum-computer", prices)
+        usd_per_hour("a-quantum-computer", prices)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"machines": [{"name": "x"}]}))
     with pytest.raises(ValueError, match="usd_per_hour"):
-        roi.load_serving_prices(bad)
+        load_serving_prices(bad)
 
 
 def test_quality_retention():
-    assert roi.quality_retention(0.4, 0.8) == 0.5
-    assert math.isnan(roi.quality_retention(0.4, 0.0))
+    assert quality_retention(0.4, 0.8) == 0.5
+    assert math.isnan(quality_retention(0.4, 0.0))
     metrics = pd.DataFrame({"dataset": ["a", "a", "a", "b", "b", "b"],
                             "model": ["teacher", "base", "distilled"] * 2,
                             "accuracy": [0.8, 0.2, 0.6, 0.0, 0.1, 0.2]}).set_index(["dataset", "model"])
-    table = roi.retention_table(metrics, "teacher", ["base", "distilled"])
+    table = retention_table(metrics, "teacher", ["base", "distilled"])
     assert table.loc["a", "distilled retention"] == 0.75 and table.loc["a", "base retention"] == 0.25
     assert math.isnan(table.loc["b", "distilled retention"])
     with pytest.raises(KeyError):
-        roi.retention_table(metrics, "oracle", ["distilled"])
+        retention_table(metrics, "oracle", ["distilled"])
 
 
 def test_latency_table():
-    table = roi.latency_table(items())
+    table = latency_table(items())
     assert table.loc["teacher", "mean_latency_s"] == 3.0 and table.loc["distilled", "n"] == 2
     assert table.loc["distilled", "p50_latency_s"] == 1.0
     assert table.loc["teacher", "mean_prompt_tokens"] == 600 and table.loc["teacher", "mean_output_tokens"] == 400
 
 
 def test_cost_table():
-    table = roi.cost_table(items(), runs(), teacher="teacher", teacher_price_model="big-teacher",
+    table = cost_table(items(), runs(), teacher="teacher", teacher_price_model="big-teacher",
                            students={"distilled": "own-laptop"}, prices=PRICES)
     assert table.loc["teacher", "usd_per_1k_calls"] == pytest.approx(2.2)
     assert math.isnan(table.loc["teacher", "s_per_call"])  # priced per token
     assert table.loc["distilled", "s_per_call"] == 2.0  # 8 s of wall time for 4 answers
     assert table.loc["distilled", "usd_per_1k_calls"] == 0.0
     prices = pd.DataFrame([{"name": "gpu", "usd_per_hour": 3.6}]).set_index("name")
-    paid = roi.cost_table(items(), runs(), teacher="teacher", teacher_price_model="big-teacher",
+    paid = cost_table(items(), runs(), teacher="teacher", teacher_price_model="big-teacher",
                           students={"distilled": "gpu"}, prices=PRICES, serving_prices=prices)
     assert paid.loc["distilled", "usd_per_1k_calls"] == pytest.approx(2.0)  # 1,000 x 2 s x $3.6/h
 
 
 def test_break_even():
-    result = roi.break_even(100.0, teacher_usd_per_1k=2.2, student_usd_per_1k=0.2, monthly_calls=10_000)
+    result = break_even(100.0, teacher_usd_per_1k=2.2, student_usd_per_1k=0.2, monthly_calls=10_000)
     assert result.saving_per_1k == pytest.approx(2.0) and result.monthly_saving_usd == pytest.approx(20.0)
     assert result.calls == pytest.approx(50_000) and result.months == pytest.approx(5.0)
     assert "5.0 months" in str(result)
     assert result.to_dict()["break_even_months"] == pytest.approx(5.0)
-    never = roi.break_even(100.0, 0.2, 0.5, 10_000)
+    never = break_even(100.0, 0.2, 0.5, 10_000)
     assert math.isinf(never.months) and math.isinf(never.calls) and "never pays off" in str(never)
-    assert math.isinf(roi.break_even(100.0, 2.0, 0.0, 0).months)
-    free = roi.break_even(0.0, 1.0, 2.0, 10)
+    assert math.isinf(break_even(100.0, 2.0, 0.0, 0).months)
+    free = break_even(0.0, 1.0, 2.0, 10)
     assert free.months == 0.0 and free.calls == 0.0
     with pytest.raises(ValueError):
-        roi.break_even(-1, 1, 0, 10)
+        break_even(-1, 1, 0, 10)
 
 
 def test_plot_break_even():
-    fig = roi.plot_break_even(roi.break_even(100.0, 2.2, 0.2, 10_000))
+    fig = plot_break_even(break_even(100.0, 2.2, 0.2, 10_000))
     ax = fig.axes[0]
     assert len(ax.lines) == 3  # teacher, student, break-even marker
     assert ax.get_xlim()[1] >= 10
-    assert len(roi.plot_break_even(roi.break_even(100.0, 0.1, 0.2, 10)).axes[0].lines) == 2
+    assert len(plot_break_even(break_even(100.0, 0.1, 0.2, 10)).axes[0].lines) == 2

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 from curation_rows import make_row
 
-from helpers.curate import Funnel, StageResult, run_pipeline
-from helpers.filters import FilterConfig, quality_filter
-from helpers.select import allocate, select_rows
-from helpers.verify import verify_stage
+from helpers.curate.filters import FilterConfig, quality_filter
+from helpers.curate.funnel import Funnel, StageResult
+from helpers.curate.select import allocate, select_rows
+from helpers.curate.verify import verify_stage
 
 
 def _pool() -> list[dict]:
@@ -75,12 +73,13 @@ def test_pipeline_records_the_funnel() -> None:
     rows = [make_row(prompt_id="a"), make_row(prompt_id="b", answer="<answer>\\boxed{9}</answer>"),
             make_row(prompt_id="c", status="truncated"), make_row(prompt_id="d"),
             make_row(prompt_id="e", reply=False)]
-    final, funnel = run_pipeline(rows, [
-        verify_stage,
-        partial(quality_filter, config=FilterConfig(outlier_rule=None)),
-        ("pick", partial(select_rows, target_size=1)),
-    ], verbose=False)
+    funnel = Funnel()
+    verified = funnel.add(verify_stage(rows))
+    filtered = funnel.add(quality_filter(verified.kept, config=FilterConfig(outlier_rule=None)))
+    final = funnel.add(select_rows(filtered.kept, target_size=1, stage="pick")).kept
     assert len(final) == 1
+    with pytest.raises(ValueError, match="rows went missing"):
+        funnel.add(select_rows(filtered.kept, target_size=1))  # the input is not what the last stage kept
     table = funnel.table()
     assert table["stage"].tolist() == ["verify", "filters", "pick"]
     assert table["in"].tolist() == [5, 3, 2]
@@ -116,7 +115,7 @@ def test_funnel_plot() -> None:
     import matplotlib.pyplot as plt
 
     rows = [make_row(prompt_id="a"), make_row(prompt_id="b", answer="\\boxed{1}")]
-    _, funnel = run_pipeline(rows, [verify_stage], verbose=False)
+    funnel = Funnel([verify_stage(rows)])
     ax = funnel.plot()
     assert [p.get_width() for p in ax.patches] == [1, 2]  # bottom-up: verify kept 1, input 2
     plt.close(ax.figure)

@@ -13,9 +13,9 @@ import openai
 import psutil
 import pytest
 
-from helpers.config import LOCAL_BATCH_SIZE, PROFILES, Settings
-from helpers.server import (LocalServer, ServerError, cpu_has_native_bf16, deploy_command, free_port,
-                            serving_precision_args)
+from helpers.core.config import LOCAL_BATCH_SIZE, PROFILES, Settings
+from helpers.models.loading import cpu_has_native_bf16
+from helpers.teacher.server import LocalServer, ServerError, deploy_command, free_port, serving_precision_args
 
 
 def _alive(pid: int) -> bool:
@@ -114,7 +114,7 @@ def test_server_dies_with_its_parent(student, tmp_path):
     """A kernel killed with SIGKILL must not leave the teacher running."""
     script = textwrap.dedent(f"""
         import sys, time
-        from helpers.server import LocalServer
+        from helpers.teacher.server import LocalServer
         server = LocalServer({str(student)!r}, max_batch_size=2).start()
         print(server.pid, flush=True)
         time.sleep(600)
@@ -143,13 +143,13 @@ def test_free_port_is_bindable():
 
 
 def test_server_threads_leave_room_for_the_kernel():
-    from helpers.server import server_threads
+    from helpers.teacher.server import server_threads
 
     assert server_threads(2, env={}) == 1 and server_threads(1, env={}) == 1 and server_threads(16, env={}) == 8
 
 
 def test_server_threads_can_be_set_for_headless_runs():
-    from helpers.server import SERVER_THREADS_ENV, server_threads
+    from helpers.teacher.server import SERVER_THREADS_ENV, server_threads
 
     assert server_threads(2, env={SERVER_THREADS_ENV: "2"}) == 2
     for bad in ("0", "two", "-1"):

@@ -7,7 +7,6 @@ chat template: the KV-cache and padding logic is the same as with the real teach
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -15,11 +14,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.soft_labels import (StudentConfig, TeacherScores, common_prefix_length, expected_calibration_error,
-                                 hashed_features, headline_subset, label_replies, predict_proba, reply_token_ids,
-                                 resampled_splits, score_headlines, score_replies, soft_target_loss, soften,
-                                 student_metrics, summarize_sweep, sweep, train_student)
-from helpers.tasks import load_labels
+from helpers.core.cache import DiskCache
+from helpers.tasks.headlines import load_labels
+from helpers.techniques.soft_labels import (
+    StudentConfig,
+    TeacherScores,
+    common_prefix_length,
+    expected_calibration_error,
+    hashed_features,
+    headline_subset,
+    label_replies,
+    predict_proba,
+    reply_token_ids,
+    resampled_splits,
+    score_headlines,
+    score_replies,
+    soft_target_loss,
+    soften,
+    student_metrics,
+    summarize_sweep,
+    sweep,
+    train_student,
+)
 
 # --------------------------------------------------------------------------- the loss by hand
 
@@ -266,10 +282,10 @@ def test_score_replies_rejects_replies_that_are_prefixes(tiny_teacher):
 def test_score_headlines_caches_resumes_and_keys_by_teacher(tiny_teacher, settings, tmp_path):
     folder, _, _ = tiny_teacher
     rows = headline_subset(2)[:6]
-    cache = tmp_path / "scores.jsonl"
+    cache = tmp_path / "scores"
     first = score_headlines(folder, teacher="tiny", rows=rows[:4], settings=settings, cache_path=cache,
                             batch_size=3, progress=False)
-    assert first.newly_scored == 4 and len(cache.read_text().splitlines()) == 4
+    assert first.newly_scored == 4 and len(DiskCache(cache)) == 4
     # two more rows: only those are scored, the four cached ones are reused as they were
     second = score_headlines(folder, teacher="tiny", rows=rows, settings=settings, cache_path=cache, progress=False)
     assert second.newly_scored == 2
@@ -278,14 +294,14 @@ def test_score_headlines_caches_resumes_and_keys_by_teacher(tiny_teacher, settin
     third = score_headlines(tmp_path / "no-such-model", teacher="tiny", rows=rows, settings=settings,
                             cache_path=cache, progress=False)
     assert third.newly_scored == 0 and np.allclose(third.logits(), second.logits())
-    # a torn last line (an interrupted write) is skipped, another teacher name is scored afresh
-    with open(cache, "a", encoding="utf-8") as f:
-        f.write('{"key": "tor')
+    # an entry damaged by an interrupted write is scored again; another teacher name is scored afresh
+    damaged = sorted(cache.glob("*/*.json"))[0]
+    damaged.write_text('{"logpr', encoding="utf-8")
+    again = score_headlines(folder, teacher="tiny", rows=rows, settings=settings, cache_path=cache, progress=False)
+    assert again.newly_scored == 1 and np.allclose(again.logits(), second.logits(), atol=1e-5)
     other = score_headlines(folder, teacher="tiny-2", rows=rows[:1], settings=settings, cache_path=cache,
                             progress=False)
-    assert other.newly_scored == 1
-    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines() if line.endswith("}")]
-    assert len(keys) == len(set(keys)) == 7
+    assert other.newly_scored == 1 and len(DiskCache(cache)) == 7
 
 
 def test_teacher_scores_accuracy_and_summary():
@@ -305,7 +321,7 @@ def test_teacher_scores_accuracy_and_summary():
 def test_example_headlines_and_plots():
     import pandas as pd
 
-    from helpers.soft_labels import example_headlines, plot_soft_labels, plot_sweep
+    from helpers.techniques.soft_labels import example_headlines, plot_soft_labels, plot_sweep
 
     labels = ["a", "b"]
     frame = pd.DataFrame({"id": list("1234"), "text": ["w", "x", "y", "z"], "label": ["a", "a", "b", "b"],

@@ -9,17 +9,25 @@ from collections import Counter
 
 import pytest
 
-from helpers import tasks
-from helpers.tasks import (
-    FAMILIES,
-    TEMPLATES,
+from helpers.tasks import gsm8k as gsm8k_module
+from helpers.tasks import word_problems as word_problems_module
+from helpers.tasks.extraction import extraction_rows, load_extraction_samples
+from helpers.tasks.gsm8k import (
     DatasetUnavailable,
+    evalscope_gsm8k_path,
+    gsm8k_dir,
+    gsm8k_rows,
+    load_gsm8k,
+    write_gsm8k_jsonl,
+)
+from helpers.tasks.headlines import headline_rows, load_headlines, load_labels
+from helpers.tasks.word_problems import (
     fewshot_problems,
     make_word_problems,
     match_template,
     templates_for,
+    word_data,
     word_problem_rows,
-    write_gsm8k_jsonl,
 )
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
@@ -48,7 +56,7 @@ def test_enough_templates_per_split_and_step():
     for split in ("train", "test"):
         for steps in (1, 2, 3):
             assert len(templates_for(split, steps)) >= 10, (split, steps)
-    assert {t.split for t in TEMPLATES} == {"train", "test"}
+    assert {t.split for t in word_data().templates} == {"train", "test"}
 
 
 def test_template_ids_and_phrasing_never_shared_between_splits():
@@ -77,7 +85,7 @@ def test_splits_share_vocabulary(train, test_split):
 def test_questions_trace_back_to_their_own_template(train, test_split):
     for p in train[:150] + test_split[:150]:
         t = match_template(p.question)
-        assert t is not None and t.split == p.split == FAMILIES[p.family]
+        assert t is not None and t.split == p.split == word_data().families[p.family]
 
 
 # --------------------------------------------------------------------------- generator
@@ -147,7 +155,7 @@ def test_fewshot_problems_come_from_train_families_only():
     for seed in range(5):
         for steps in (None, 1, 2, 3):
             problems = fewshot_problems(4, seed=seed, steps=steps)
-            assert all(FAMILIES[p.family] == "train" for p in problems)
+            assert all(word_data().families[p.family] == "train" for p in problems)
             assert all(match_template(p.question).split == "train" for p in problems)
             assert len({p.template_id for p in problems}) == 4
             if steps:
@@ -179,7 +187,7 @@ def test_word_problem_rows_schema_and_shots():
 def test_train_rows_never_show_their_own_question_as_exemplar(monkeypatch):
     # Force the worst case: the rows to build ARE the few-shot problems of the same seed.
     collide = fewshot_problems(3, seed=0, steps=1)
-    monkeypatch.setattr(tasks, "make_word_problems", lambda *a, **k: collide)
+    monkeypatch.setattr(word_problems_module, "make_word_problems", lambda *a, **k: collide)
     rows = word_problem_rows("train", 3, seed=0, shots=3)
     for row in rows:
         shown = [m["content"].split("\n")[0] for m in row["messages"][1:-1:2]]
@@ -202,7 +210,7 @@ def test_write_gsm8k_jsonl_roundtrip(tmp_path, train):
     assert [x["answer"].rsplit("#### ", 1)[1] for x in lines] == [r["reference"] for r in rows]
     with pytest.raises(ValueError, match="reference"):
         write_gsm8k_jsonl([{"question": "q", "reference": None}], tmp_path / "bad.jsonl")
-    assert tasks.evalscope_gsm8k_path(tmp_path).name == "main_test.jsonl"
+    assert evalscope_gsm8k_path(tmp_path).name == "main_test.jsonl"
 
 
 def test_evalscope_gsm8k_adapter_reads_our_export(tmp_path, train):
@@ -218,14 +226,14 @@ def test_evalscope_gsm8k_adapter_reads_our_export(tmp_path, train):
 
 @pytest.fixture
 def gsm8k_local():
-    directory = tasks.gsm8k_dir()
+    directory = gsm8k_dir()
     if directory is None:
         pytest.skip("no local gsm8k copy (set GSM8K_DIR or add shared/datasets/gsm8k)")
     return directory
 
 
 def test_load_gsm8k_local(gsm8k_local):
-    rows = tasks.load_gsm8k("test", limit=20)
+    rows = load_gsm8k("test", limit=20)
     assert len(rows) == 20 and rows[0]["id"] == "gsm8k-test-00000"
     first = json.loads((gsm8k_local / "test.jsonl").open(encoding="utf-8").readline())
     assert rows[0]["question"] == first["question"]
@@ -234,28 +242,28 @@ def test_load_gsm8k_local(gsm8k_local):
 
 
 def test_gsm8k_rows_zero_and_few_shot(gsm8k_local):
-    zero = tasks.gsm8k_rows("test", 3)
+    zero = gsm8k_rows("test", 3)
     assert all(set(r) == ROW_KEYS and r["task"] == "gsm8k" for r in zero)
     assert [m["role"] for m in zero[0]["messages"]] == ["system", "user"]
-    few = tasks.gsm8k_rows("test", 2, shots=2)
+    few = gsm8k_rows("test", 2, shots=2)
     assistant = few[0]["messages"][2]["content"]
     assert [m["role"] for m in few[0]["messages"]] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert "<<" not in assistant and re.search(r"<answer>\\boxed\{-?[\d.]+\}</answer>$", assistant)
 
 
 def test_gsm8k_missing_in_offline_profile_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(tasks, "gsm8k_dir", lambda: None)
+    monkeypatch.setattr(gsm8k_module, "gsm8k_dir", lambda: None)
     monkeypatch.setenv("COURSE_PROFILE", "offline")
     with pytest.raises(DatasetUnavailable, match="GSM8K_DIR.*COURSE_PROFILE=gpu"):
-        tasks.load_gsm8k("test")
+        load_gsm8k("test")
 
 
 def test_gsm8k_dir_env_override(tmp_path, monkeypatch):
     (tmp_path / "test.jsonl").write_text(
         json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 1,002"}) + "\n", encoding="utf-8")
     monkeypatch.setenv("GSM8K_DIR", str(tmp_path))
-    assert tasks.gsm8k_dir() == tmp_path
-    assert tasks.load_gsm8k("test") == [
+    assert gsm8k_dir() == tmp_path
+    assert load_gsm8k("test") == [
         {"id": "gsm8k-test-00000", "question": "1+1?", "answer": "1+1=2\n#### 1,002", "reference": "1002"}]
 
 
@@ -263,8 +271,8 @@ def test_gsm8k_dir_env_override(tmp_path, monkeypatch):
 
 
 def test_headlines_balanced_with_fixed_split():
-    rows = tasks.load_headlines("all")
-    labels = tasks.load_labels()
+    rows = load_headlines("all")
+    labels = load_labels()
     assert len(rows) >= 100 - 5
     per_label = Counter(r["label"] for r in rows)
     assert set(per_label) == set(labels) and len(set(per_label.values())) == 1
@@ -273,44 +281,44 @@ def test_headlines_balanced_with_fixed_split():
         assert len(set(counts.values())) == 1 and set(counts) == set(labels)
     assert len({r["id"] for r in rows}) == len(rows)
     assert len({r["text"].lower() for r in rows}) == len(rows)
-    train_ids = {r["id"] for r in tasks.load_headlines("train")}
-    test_ids = {r["id"] for r in tasks.load_headlines("test")}
+    train_ids = {r["id"] for r in load_headlines("train")}
+    test_ids = {r["id"] for r in load_headlines("test")}
     assert not train_ids & test_ids and len(train_ids | test_ids) == len(rows)
     # the split is stored in the file, so it is the same on every call
-    assert [r["id"] for r in tasks.load_headlines("test")] == sorted(test_ids)
+    assert [r["id"] for r in load_headlines("test")] == sorted(test_ids)
 
 
 def test_classification_exemplar_is_not_in_the_dataset():
-    from helpers.prompts import load_exemplar
+    from helpers.teacher.prompts import load_exemplar
     ex = load_exemplar("classification_exemplar")
-    assert ex["label"] in tasks.load_labels()
-    assert ex["headline"].lower() not in {r["text"].lower() for r in tasks.load_headlines()}
+    assert ex["label"] in load_labels()
+    assert ex["headline"].lower() not in {r["text"].lower() for r in load_headlines()}
 
 
 def test_headline_rows():
-    rows = tasks.headline_rows("test")
-    assert len(rows) == len(tasks.load_headlines("test"))
+    rows = headline_rows("test")
+    assert len(rows) == len(load_headlines("test"))
     for row in rows:
         assert set(row) == ROW_KEYS and row["task"] == "classification"
-        assert row["reference"] in tasks.load_labels()
+        assert row["reference"] in load_labels()
         assert row["messages"][-1]["content"].startswith(f"Headline: {row['question']}")
-    assert len(tasks.headline_rows("train", exemplar=False)[0]["messages"]) == 2
+    assert len(headline_rows("train", exemplar=False)[0]["messages"]) == 2
 
 
 def test_extraction_samples_and_rows():
-    samples = tasks.load_extraction_samples()
+    samples = load_extraction_samples()
     assert {s["lang"] for s in samples} == {"en", "zh"}
     for s in samples:
         assert set(s["gold"]) == {"person", "organisation", "date", "amount"}
         for value in s["gold"].values():
             assert value is None or value in s["text"]
-    rows = tasks.extraction_rows("zh")
+    rows = extraction_rows("zh")
     assert rows and all(r["task"] == "extraction" and r["meta"]["lang"] == "zh" for r in rows)
     assert "最终答案：" in rows[0]["messages"][0]["content"]
 
 
 def test_template_exemplars_share_the_wording_of_train_questions_only() -> None:
-    from helpers.tasks import match_template
+    from helpers.tasks.word_problems import match_template
 
     rows = word_problem_rows("train", 9, seed=3, shots=3, exemplars="template")
     for row in rows:

@@ -1,4 +1,4 @@
-"""Tests of helpers.teacher against the fake OpenAI-compatible server (127.0.0.1 only)."""
+"""Tests of helpers.teacher.client against the fake OpenAI-compatible server (127.0.0.1 only)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_openai import FakeOpenAI  # noqa: E402
 
-from helpers.config import Secret, TeacherEndpoint  # noqa: E402
-from helpers.teacher import (  # noqa: E402
+from helpers.core.config import Secret, TeacherEndpoint  # noqa: E402
+from helpers.teacher.client import (
     TeacherError,
     TeacherReply,
     Usage,

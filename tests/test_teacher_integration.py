@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.generate import GenerationConfig, generate, load_samples
-from helpers.server import LocalServer
-from helpers.tasks import word_problem_rows
-from helpers.teacher import chat, stream_chat
+from helpers.tasks.word_problems import word_problem_rows
+from helpers.teacher.client import chat, stream_chat
+from helpers.teacher.engine import GenerationConfig, generate
+from helpers.teacher.samples import load_samples
+from helpers.teacher.server import LocalServer
 
 pytestmark = pytest.mark.slow
 

@@ -19,15 +19,40 @@ import pandas as pd
 import psutil
 import pytest
 
-from helpers.config import get_settings
-from helpers.prompts import assistant_reply, boxed, math_messages
-from helpers.tasks import make_word_problems
-from helpers.train import (ConsolePrinter, LivePlot, THINK_LOSS_SCALE, THINK_SPAN_PATTERN, TrainConfig,
-                           TrainingError, count_rows, default_config, default_output_dir, describe_layout,
-                           env_overrides, final_checkpoint, final_record, format_command, full_history,
-                           latest_checkpoint, latest_run, list_runs, loss_scale_parts, plot_history, prune_runs, read_log,
-                           run_swift, save_plot, summarize_history, swift_module_argv, token_lengths,
-                           tracking_overrides, train)
+from helpers.core.config import get_settings
+from helpers.core.jsonl import count_lines as count_rows
+from helpers.core.swift import ConsolePrinter, format_command, run_swift, swift_module_argv
+from helpers.core.swift import SwiftError as TrainingError
+from helpers.tasks.math import boxed, math_messages
+from helpers.tasks.word_problems import make_word_problems
+from helpers.teacher.prompts import assistant_reply
+from helpers.train.checkpoints import (
+    describe_layout,
+    final_checkpoint,
+    latest_checkpoint,
+    latest_run,
+    list_runs,
+    prune_runs,
+)
+from helpers.train.config import (
+    TrainConfig,
+    default_config,
+    default_output_dir,
+    env_overrides,
+    token_lengths,
+    tracking_overrides,
+)
+from helpers.train.loss_scale import THINK_LOSS_SCALE, THINK_SPAN_PATTERN, loss_scale_parts
+from helpers.train.runlog import (
+    LivePlot,
+    final_record,
+    full_history,
+    plot_history,
+    read_log,
+    save_plot,
+    summarize_history,
+)
+from helpers.train.runner import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RESUMED_LOG = FIXTURES / "sft_logging_resumed.jsonl"
@@ -196,7 +221,7 @@ def test_env_overrides_are_typed_and_checked():
 def test_tracking_falls_back_without_swanlab(monkeypatch):
     overrides, why = tracking_overrides(["swanlab"])
     assert overrides == {"report_to": ("swanlab",)} and "local mode" in why
-    monkeypatch.setattr("helpers.train.swanlab_available", lambda: (False, "swanlab is not installed"))
+    monkeypatch.setattr("helpers.train.config.swanlab_available", lambda: (False, "swanlab is not installed"))
     overrides, why = tracking_overrides(["swanlab"])
     assert overrides == {"report_to": ("none",)} and "not installed" in why
     assert tracking_overrides([])[0] == {"report_to": ("none",)}
@@ -232,7 +257,7 @@ def test_registered_loss_scale_matches_swift():
     """The plugin's loss scale, run by swift's own machinery, masks exactly the <think> span."""
     from swift.loss_scale import get_loss_scale
 
-    from helpers.train import register_loss_scales
+    from helpers.train.loss_scale import register_loss_scales
 
     register_loss_scales()
     register_loss_scales()  # idempotent

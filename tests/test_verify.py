@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from curation_rows import make_row
 
-from helpers.verify import (check_answer, extract_prediction, pass_rate_table, verify_label,
-                            verify_math, verify_stage)
+from helpers.curate.verify import pass_rate_table, verify_stage
+from helpers.tasks.checks import check_answer, extract_prediction, verify_label, verify_math
 
 
 @pytest.mark.parametrize("reference, answer, correct", [

@@ -1,0 +1,163 @@
+"""Base, distilled student and teacher side by side: a table, plain text for headless runs, a widget.
+
+A *responder* is a model as a function ``question -> reply text``:
+:class:`LocalChat` (a local model, greedy, the training prompt) or
+:func:`teacher_responder` (the configured teacher API).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..core.config import Settings, TeacherEndpoint
+from ..models.generation import generate_greedy
+from ..models.loading import load_model, load_tokenizer
+from ..tasks.checks import extract_prediction, verify_math
+from ..tasks.math import math_messages
+from ..teacher.client import chat
+from ..teacher.parsing import split_thinking
+
+Message = dict[str, str]
+
+Responder = Callable[[str], str]
+"""A model as a function: question -> reply text (``<think>`` included when it thinks)."""
+
+
+@dataclass
+class LocalChat:
+    """A local model answering with greedy decoding and the training prompt.
+
+    ``shots`` (few-shot user/assistant turns) turn the base student into the
+    offline profile's *teacher*: the same model shown worked examples.
+    """
+
+    model: Any
+    tokenizer: Any
+    max_new_tokens: int = 256
+    shots: list[Message] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path, settings: Settings | None = None, **kwargs: Any) -> "LocalChat":
+        return cls(load_model(path, settings, for_inference=True), load_tokenizer(path), **kwargs)
+
+    def messages(self, question: str) -> list[Message]:
+        return math_messages(question, shots=self.shots)
+
+    def __call__(self, question: str) -> str:
+        return generate_greedy(self.model, self.tokenizer, [self.messages(question)],
+                               max_new_tokens=self.max_new_tokens)[0].text
+
+
+def teacher_responder(endpoint: TeacherEndpoint, max_tokens: int = 2048) -> Responder:
+    """The configured teacher API as a responder (its reasoning shown inside ``<think>``)."""
+    def answer(question: str) -> str:
+        reply = chat(endpoint, math_messages(question), temperature=0.0, max_tokens=max_tokens)
+        return f"<think>\n{reply.thinking}\n</think>\n\n{reply.answer}" if reply.thinking else reply.answer
+
+    return answer
+
+
+def grade(reply: str, reference: str | None) -> tuple[str | None, bool | None]:
+    """The final answer read from a reply (outside ``<think>``) and whether it equals ``reference``."""
+    answer = split_thinking(reply, expect_boxed=False).answer
+    if reference is None:
+        return extract_prediction(answer), None
+    check = verify_math(str(reference), answer)
+    return check.prediction, check.correct
+
+
+def compare_answers(questions: Sequence[Mapping[str, Any] | str], responders: Mapping[str, Responder]) -> pd.DataFrame:
+    """Every responder on every question: one row per (question, model).
+
+    ``questions`` are strings or dicts with ``question`` and ``reference``.
+    Columns: question, reference, model, answer (final number read), correct,
+    seconds, reply.
+    """
+    rows = []
+    for item in questions:
+        question = item if isinstance(item, str) else item["question"]
+        reference = None if isinstance(item, str) else item.get("reference")
+        for name, respond in responders.items():
+            started = time.perf_counter()
+            try:
+                reply = respond(question)
+            except Exception as exc:  # one failing model (a teacher API) must not hide the others
+                reply = f"[error: {type(exc).__name__}: {exc}]"
+            prediction, correct = grade(reply, reference)
+            rows.append({"question": question, "reference": reference, "model": name, "answer": prediction,
+                         "correct": correct, "seconds": round(time.perf_counter() - started, 1), "reply": reply})
+    return pd.DataFrame(rows, columns=["question", "reference", "model", "answer", "correct", "seconds", "reply"])
+
+
+def format_side_by_side(table: pd.DataFrame, width: int = 100, max_reply_chars: int = 600) -> str:
+    """The comparison as plain text: each question, then each model's reply and verdict."""
+    import textwrap
+
+    out: list[str] = []
+    for question, group in table.groupby("question", sort=False):
+        reference = group["reference"].iloc[0]
+        out.append("=" * width)
+        out.append(textwrap.fill(f"Q: {question}", width) + (f"\n(reference: {reference})" if reference else ""))
+        for _, row in group.iterrows():
+            verdict = {True: "correct", False: "wrong", None: "not checked"}[row["correct"]]
+            out.append(f"-- {row['model']} · answer {row['answer']} · {verdict} · {row['seconds']} s")
+            reply = row["reply"] if len(row["reply"]) <= max_reply_chars else row["reply"][:max_reply_chars] + " …"
+            out.extend(textwrap.fill(line, width, initial_indent="   ", subsequent_indent="   ") or ""
+                       for line in reply.splitlines())
+    return "\n".join(out)
+
+
+def chat_view(responders: Mapping[str, Responder], question: str = "") -> Any:
+    """An ipywidgets view: a text box, an Ask button, one column per model.
+
+    Each column shows the reply (``<think>`` in grey) and the answer read from
+    it. Answers are computed one model after the other when Ask is pressed.
+    """
+    import html
+
+    import ipywidgets as widgets
+
+    box = widgets.Textarea(value=question, placeholder="Ask a math word problem…",
+                           layout=widgets.Layout(width="100%", height="70px"))
+    button = widgets.Button(description="Ask all models", button_style="primary")
+    columns = {name: widgets.HTML(value=f"<b>{html.escape(name)}</b>",
+                                  layout=widgets.Layout(width=f"{100 // max(len(responders), 1) - 1}%",
+                                                        border="1px solid #ddd", padding="6px"))
+               for name in responders}
+
+    def render(name: str, reply: str, seconds: float) -> str:
+        parsed = split_thinking(reply, expect_boxed=False)
+        thinking = (f"<div style='color:#888;white-space:pre-wrap'>{html.escape(parsed.thinking)}</div>"
+                    if parsed.thinking else "")
+        prediction, _ = grade(reply, None)
+        return (f"<b>{html.escape(name)}</b> <small>({seconds:.1f} s, answer: {html.escape(str(prediction))})</small>"
+                f"{thinking}<div style='white-space:pre-wrap'>{html.escape(parsed.answer)}</div>")
+
+    def ask(_: Any = None) -> None:
+        text = box.value.strip()
+        if not text:
+            return
+        button.disabled = True
+        try:
+            for name, respond in responders.items():
+                columns[name].value = f"<b>{html.escape(name)}</b><br><i>thinking…</i>"
+                started = time.perf_counter()
+                try:
+                    reply = respond(text)
+                except Exception as exc:
+                    reply = f"[error: {type(exc).__name__}: {exc}]"
+                columns[name].value = render(name, reply, time.perf_counter() - started)
+        finally:
+            button.disabled = False
+
+    button.on_click(ask)
+    if question:
+        ask()
+    return widgets.VBox([box, button, widgets.HBox(list(columns.values()))])
+

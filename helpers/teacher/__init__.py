@@ -1,0 +1,1 @@
+"""The teacher: prompt files, one chat call, the batch engine for many calls, reply parsing, the local server."""
