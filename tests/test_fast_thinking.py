@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 from curation_rows import ANSWER, QUESTION, THINKING, make_row
 
@@ -13,7 +12,6 @@ from helpers.core.jsonl import write_jsonl
 from helpers.core.rows import thinking_of
 from helpers.curate.align import AlignmentAborted
 from helpers.curate.export import to_messages
-from helpers.evaluate.quick import comparison_table, plot_accuracy_vs_tokens
 from helpers.teacher.prompts import load_prompt
 from helpers.techniques.fast_thinking import (
     STATUSES,
@@ -289,50 +287,3 @@ def test_gpu_profile_configs_by_construction(tmp_path) -> None:
 # --------------------------------------------------------------------------- the comparison
 
 
-def _eval_row(model: str, correct: bool, tokens: int, think_tokens: int, pid: str) -> dict:
-    boxed = "8" if correct else "7"
-    return {"prompt_id": pid, "sample_index": 0, "status": "ok", "question": QUESTION, "reference": "8",
-            "task": "word_problem", "meta": {"steps": 1}, "model": model, "latency_s": 0.5,
-            "think_tokens": think_tokens,
-            "reply": {"thinking": "x" if think_tokens else None, "answer": f"<answer>\\boxed{{{boxed}}}</answer>",
-                      "raw": "", "finish_reason": "stop", "usage": {"completion_tokens": tokens}}}
-
-
-def test_comparison_table_and_plot() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    evaluated = [_eval_row("long", True, 60, 40, "q1"), _eval_row("long", False, 80, 50, "q2"),
-                 _eval_row("short", True, 30, 10, "q1"), _eval_row("short", True, 20, 0, "q2")]
-    table = comparison_table(evaluated, models=["short", "long", "absent"])
-    assert list(table.index) == ["short", "long"]
-    assert table.loc["long", "accuracy"] == 0.5 and table.loc["short", "accuracy"] == 1.0
-    assert table.loc["long", "mean_tokens"] == 70 and table.loc["short", "mean_think_tokens"] == 5
-    assert table.loc["short", "think_rate"] == 0.5
-    ax = plot_accuracy_vs_tokens(table)
-    assert len(ax.collections) == 2 and ax.get_xlim()[1] > 70
-    with pytest.raises(ValueError, match="No evaluated rows"):
-        comparison_table([])
-
-
-# --------------------------------------------------------------------------- the real student (slow)
-
-
-@pytest.mark.slow
-def test_batched_greedy_matches_one_at_a_time(settings, student) -> None:
-    from helpers.evaluate.quick import Student, evaluate_students
-    from helpers.merge.chat import LocalChat
-    from helpers.tasks.word_problems import word_problem_rows
-
-    prompts = word_problem_rows("test", 3, seed=5, shots=0)
-    evaluated = evaluate_students({"base": Student(student)}, prompts, max_new_tokens=12, batch_size=3,
-                                  settings=settings)
-    single = LocalChat.load(student, settings, max_new_tokens=12)
-    assert [r["reply"]["raw"] for r in evaluated] == [single(p["question"]) for p in prompts]
-    for row in evaluated:
-        usage = row["reply"]["usage"]
-        assert row["model"] == "base" and row["dataset"] == "word_problems"
-        assert 0 < usage["completion_tokens"] <= 12 and usage["prompt_tokens"] > 20
-        assert (row["reply"]["finish_reason"] == "length") == (usage["completion_tokens"] == 12)
-        assert isinstance(row["think_tokens"], int)
-    assert isinstance(comparison_table(evaluated), pd.DataFrame)

@@ -279,6 +279,7 @@ def test_score_replies_rejects_replies_that_are_prefixes(tiny_teacher):
         score_replies(model, tokenizer, [rows[0]["messages"]], ["<answer>world", "<answer>world</answer>"])
 
 
+@pytest.mark.slow
 def test_score_headlines_caches_resumes_and_keys_by_teacher(tiny_teacher, settings, tmp_path):
     folder, _, _ = tiny_teacher
     rows = headline_subset(2)[:6]

@@ -214,10 +214,8 @@ def test_write_gsm8k_jsonl_roundtrip(tmp_path, train):
 
 
 def test_evalscope_gsm8k_adapter_reads_our_export(tmp_path, train):
-    try:
-        from evalscope.benchmarks.gsm8k.gsm8k_adapter import GSM8KAdapter
-    except Exception as exc:  # pragma: no cover
-        pytest.skip(f"evalscope not importable: {exc}")
+    from evalscope.benchmarks.gsm8k.gsm8k_adapter import GSM8KAdapter  # a declared dependency: must import
+
     path = write_gsm8k_jsonl(train[:2], tmp_path / "x.jsonl")
     record = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
     sample = GSM8KAdapter.record_to_sample(object.__new__(GSM8KAdapter), record)

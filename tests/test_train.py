@@ -8,31 +8,23 @@ the ~40 s of training happen once per test session.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
-import textwrap
-import time
 from pathlib import Path
 
-import pandas as pd
-import psutil
 import pytest
 
 from helpers.core.config import get_settings
 from helpers.core.jsonl import count_lines as count_rows
-from helpers.core.swift import ConsolePrinter, format_command, run_swift, swift_module_argv
 from helpers.core.swift import SwiftError as TrainingError
+from helpers.core.swift import format_command, swift_module_argv
 from helpers.tasks.math import boxed, math_messages
 from helpers.tasks.word_problems import make_word_problems
 from helpers.teacher.prompts import assistant_reply
 from helpers.train.checkpoints import (
-    describe_layout,
     final_checkpoint,
     latest_checkpoint,
-    latest_run,
     list_runs,
-    prune_runs,
 )
 from helpers.train.config import (
     TrainConfig,
@@ -44,13 +36,7 @@ from helpers.train.config import (
 )
 from helpers.train.loss_scale import THINK_LOSS_SCALE, THINK_SPAN_PATTERN, loss_scale_parts
 from helpers.train.runlog import (
-    LivePlot,
-    final_record,
-    full_history,
-    plot_history,
     read_log,
-    save_plot,
-    summarize_history,
 )
 from helpers.train.runner import train
 
@@ -270,197 +256,6 @@ def test_registered_loss_scale_matches_swift():
 
 
 # --------------------------------------------------------------------------- logging.jsonl
-
-
-def test_read_log_of_a_real_resumed_run():
-    own = read_log(RESUMED_LOG)
-    train_rows = own.dropna(subset=["loss"])
-    assert list(train_rows["step"]) == [3, 4]  # a resumed run logs only its own steps
-    assert set(own["max_steps"]) == {4}
-    assert own.dropna(subset=["eval_loss"])["step"].tolist() == [4]
-    assert train_rows["elapsed_s"].tolist() == [2.0, 4.0]
-
-
-def test_full_history_includes_steps_before_the_resume(tmp_path):
-    run = tmp_path / "v1-20260101-000000"
-    run.mkdir()
-    (run / "logging.jsonl").write_bytes(RESUMED_LOG.read_bytes())
-    history = full_history(run)
-    assert history.dropna(subset=["loss"])["step"].tolist() == [1, 2, 3, 4]
-    assert history.dropna(subset=["eval_loss"])["step"].tolist() == [2, 4]
-    summary = summarize_history(history)
-    assert summary["steps"] == 4 and summary["loss_first"] == pytest.approx(1.2529, abs=1e-4)
-    assert summary["loss_last"] == pytest.approx(1.0849, abs=1e-4)
-    assert 0 < summary["token_acc_last"] <= 1 and "eval_loss_last" in summary
-    final = final_record(run)
-    assert final["global_step"] == 4 and final["last_model_checkpoint"].endswith("checkpoint-4")
-
-
-def test_read_log_of_an_interrupted_run_and_a_torn_line(tmp_path):
-    path = tmp_path / "logging.jsonl"
-    text = INTERRUPTED_LOG.read_text(encoding="utf-8")
-    path.write_text(text + '{"loss": 0.9, "global_st', encoding="utf-8")  # swift is mid-write
-    history = read_log(path)
-    assert history.dropna(subset=["loss"])["step"].tolist() == [1, 2]
-    assert final_record(path) is None
-    assert read_log(tmp_path / "missing.jsonl").empty
-
-
-def test_plots(tmp_path):
-    history = full_history_from_fixture(tmp_path)
-    fig = plot_history(history, title="t")
-    assert len(fig.axes) == 2 and all(ax.has_data() for ax in fig.axes)
-    png = save_plot(history, tmp_path / "run" / "loss_curve.png")
-    assert png.read_bytes()[:4] == b"\x89PNG"
-    LivePlot().update(history)  # outside IPython: a no-op, no error
-
-
-def full_history_from_fixture(tmp_path: Path) -> pd.DataFrame:
-    run = tmp_path / "v0-20260101-000000"
-    run.mkdir(exist_ok=True)
-    (run / "logging.jsonl").write_bytes(RESUMED_LOG.read_bytes())
-    return full_history(run)
-
-
-# --------------------------------------------------------------------------- runs and checkpoints
-
-
-def _checkpoint(run: Path, step: int, complete: bool = True) -> Path:
-    path = run / f"checkpoint-{step}"
-    path.mkdir(parents=True)
-    (path / "adapter_config.json").write_text("{}")
-    if complete:
-        (path / "trainer_state.json").write_text("{}")
-    return path
-
-
-def test_run_and_checkpoint_locator(tmp_path):
-    out = tmp_path / "sft"
-    assert list_runs(out) == [] and latest_checkpoint(out) is None
-    v2 = out / "v2-20260101-000000"
-    v10 = out / "v10-20260102-000000"
-    _checkpoint(v2, 5)
-    _checkpoint(v2, 10)
-    (v2 / "checkpoint-10-merged").mkdir()
-    _checkpoint(v10, 3)
-    _checkpoint(v10, 6, complete=False)  # still being written
-    (out / "swanlog").mkdir()
-    assert list_runs(out) == [v2, v10] and latest_run(out) == v10  # v10 after v2: numeric order
-    assert latest_checkpoint(v2) == v2 / "checkpoint-10"
-    assert latest_checkpoint(v10) == v10 / "checkpoint-3"
-    assert latest_checkpoint(out) == v10 / "checkpoint-3"
-    os.symlink("checkpoint-5", v2 / "last-checkpoint")  # swift's link wins over the highest number
-    assert latest_checkpoint(v2) == v2 / "checkpoint-5"
-    with pytest.raises(FileNotFoundError, match="notebook 04"):
-        final_checkpoint(out)  # no run has finished
-    (v2 / "logging.jsonl").write_text(json.dumps({"last_model_checkpoint": str(v2 / "checkpoint-10"),
-                                                  "global_step": 10}) + "\n")
-    assert final_checkpoint(out) == v2 / "checkpoint-10"
-    v11 = out / "v11-20260103-000000"
-    _checkpoint(v11, 1)
-    assert prune_runs(out, keep=2) == [v2] and list_runs(out) == [v10, v11] and (out / "swanlog").is_dir()
-    assert prune_runs(out, keep=0) == [] and prune_runs(out, keep=5) == []
-    layout = describe_layout(out, last_runs=1)
-    assert "v11-20260103-000000/checkpoint-1/" in layout["path"].tolist()
-    assert not any(p.startswith("v10-") for p in layout["path"])
-
-
-# --------------------------------------------------------------------------- streaming
-
-
-def test_console_printer_folds_dumps_and_throttles_progress():
-    shown: list[str] = []
-    printer = ConsolePrinter(progress_every=3600, write=shown.append, fold_over=3, max_line=120)
-    lines = ["[INFO:swift] output_dir: /x",
-             "[INFO:swift] args: SftArguments(", "a=1,", "b=[2],", "c={'d': 3},", ")",   # long dump: folded
-             "[INFO:swift] train_dataset: Dataset({", "    num_rows: 1", "})",            # short dump: shown
-             "[INFO:swift] model: Broken(", "never closed",                              # ended by the next message
-             "[INFO:swift] [INPUT_IDS] [" + ", ".join(["1"] * 100) + "]",
-             "    {'loss': '1.0'}"]
-    for line in lines:
-        printer(line, False)
-    printer("Train:  10%", True)
-    printer("Train:  20%", True)  # within progress_every: not shown
-    for line in ["Train: 100%2026-01-01 | ERROR    | swanlab.sdk.internal.pkg.safe:block:101 -",
-                 "Error when parsing metric 'train/elapsed_time': build_scalar_or_media:104 ->",
-                 "transform:70 -> TypeError: Unsupported scalar string value: '10s'.",
-                 "[INFO:swift] done"]:
-        printer(line, False)
-    printer.finish()
-    assert shown[0] == "[INFO:swift] output_dir: /x"
-    assert shown[1] == "[INFO:swift] args: SftArguments( … 4 more lines folded"
-    assert shown[2:5] == ["[INFO:swift] train_dataset: Dataset({", "    num_rows: 1", "})"]
-    assert shown[5:7] == ["[INFO:swift] model: Broken(", "never closed"]
-    assert shown[7].startswith("[INFO:swift] [INPUT_IDS] [1, 1") and "(325 characters" in shown[7]
-    assert shown[8] == "{'loss': '1.0'}" and shown[9] == "Train:  10%"
-    assert shown[10] == "[INFO:swift] done" and "1 SwanLab complaint" in shown[11] and len(shown) == 12
-
-
-SCRIPT = textwrap.dedent("""
-    import subprocess, sys, time
-    print("hello", flush=True)
-    for i in range(3):
-        sys.stdout.write(f"\\rprogress {i}"); sys.stdout.flush()
-    print("\\nline two", flush=True)
-    if sys.argv[1] == "fail":
-        print("boom", flush=True); sys.exit(3)
-    if sys.argv[1] == "hang":
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        print(f"child {child.pid}", flush=True)
-        time.sleep(600)
-""")
-
-
-def test_run_swift_streams_lines_and_redraws(tmp_path):
-    seen: list[tuple[str, bool]] = []
-    run = run_swift([sys.executable, "-c", SCRIPT, "ok"], log_path=tmp_path / "log.txt",
-                    on_output=lambda text, transient: seen.append((text, transient)))
-    assert run.returncode == 0 and not run.stopped
-    assert ("hello", False) in seen and ("progress 0", True) in seen and ("line two", False) in seen
-    assert run.lines == ["hello", "progress 2", "line two"]  # the last redraw ends with the newline
-    assert "line two" in (tmp_path / "log.txt").read_text()
-    failed = run_swift([sys.executable, "-c", SCRIPT, "fail"], log_path=tmp_path / "log2.txt")
-    assert failed.returncode == 3 and "boom" in failed.tail()
-
-
-def test_run_swift_stop_kills_the_whole_process_group(tmp_path):
-    pids: list[int] = []
-
-    def on_output(text: str, transient: bool) -> None:
-        if text.startswith("child "):
-            pids.append(int(text.split()[1]))
-
-    run = run_swift([sys.executable, "-c", SCRIPT, "hang"], log_path=tmp_path / "log.txt", on_output=on_output,
-                    on_poll=lambda: bool(pids), poll_seconds=0.2)
-    assert run.stopped and run.returncode != 0 and run.seconds < 60
-    assert pids and not _alive(pids[0])  # the grandchild went with the group
-
-
-def test_run_swift_ctrl_c_stops_everything_and_reraises(tmp_path):
-    pids: list[int] = []
-
-    def on_output(text: str, transient: bool) -> None:
-        if text.startswith("child "):
-            pids.append(int(text.split()[1]))
-            raise KeyboardInterrupt  # what the notebook's stop button raises in the kernel
-
-    with pytest.raises(KeyboardInterrupt):
-        run_swift([sys.executable, "-c", SCRIPT, "hang"], log_path=tmp_path / "log.txt", on_output=on_output)
-    assert pids and not _alive(pids[0])
-
-
-def _alive(pid: int, grace: float = 5.0) -> bool:
-    """Still running after ``grace`` seconds (a zombie waiting for its reaper counts as gone)."""
-    deadline = time.monotonic() + grace
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            return False
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- a real smoke SFT

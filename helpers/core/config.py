@@ -166,9 +166,7 @@ PROFILES: dict[str, Profile] = {
 
 LOCAL_BATCH_SIZE = 16
 """Requests the course's own ``swift deploy`` server answers together, and so the
-number the clients keep in flight against it. Measured on a 2-core CPU with
-3-shot prompts (460 tokens) and 128-token replies: batches of 16 gave 1.3x the
-tokens per second of batches of 8, and 32 gave no more (prefill then dominates)."""
+number the clients keep in flight against it (16 beat 8 and 32: bench/README.md)."""
 
 API_CONCURRENCY = 8
 """Requests kept in flight against a remote API: polite, and under most rate limits."""

@@ -1,29 +1,14 @@
 """Chinese (and other) editions of the notebooks, generated from ONE source.
 
-The English notebooks in ``notebooks/`` are the source. A translation is a YAML
-file per notebook, ``notebooks/i18n/<lang>/<notebook stem>.yaml``, that maps a
-markdown cell's id to its translated text together with a short hash of the
-English text it was translated from::
+A translation is a YAML file per notebook, ``notebooks/i18n/<lang>/<stem>.yaml``,
+mapping a markdown cell's id to its text and a short hash of the English text it was
+translated from. :func:`build` writes ``notebooks/<lang>/<notebook>.ipynb``: the English
+notebook with each translated markdown cell swapped in; code cells are copied, so both
+editions run the same code. When an English cell changes, :func:`check` reports its
+translation as *stale* and the build keeps the English text there. The tests compare
+every built notebook with a fresh build, so the editions cannot drift apart.
 
-    c00:
-      source_sha: 3f2a9c1e
-      text: |
-        # 00 · 环境准备 ...
-
-:func:`build` writes ``notebooks/<lang>/<notebook>.ipynb``: the English notebook
-with each translated markdown cell swapped in. Code cells are copied unchanged,
-so both editions run the same code. When an English cell changes, its hash no
-longer matches and :func:`check` reports the translation as *stale* (and a cell
-with no translation as *missing*); the built notebook keeps the English text for
-those cells rather than showing an outdated translation. The tests call
-:func:`check` and compare every built notebook with a fresh build, so the two
-editions cannot drift apart unnoticed.
-
-Command line::
-
-    python -m helpers i18n status zh-CN      # what is missing or stale
-    python -m helpers i18n stub zh-CN        # add entries to translate (English text as placeholder)
-    python -m helpers i18n build zh-CN       # regenerate notebooks/zh-CN/
+Command line: ``python -m helpers i18n status|stub|build zh-CN``.
 """
 
 from __future__ import annotations

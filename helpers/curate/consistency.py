@@ -110,6 +110,3 @@ def consistency_stage(rows: Sequence[Row], *, min_votes: int = 2, min_agreement:
                                            "distinct_answers", "majority", "votes", "agreement",
                                            "consensus"])
     return builder.result(agreement=table)
-
-
-__all__ = ["consistency_stage", "final_answer"]

@@ -104,10 +104,9 @@ def near_dedup(rows: Sequence[Row], *, threshold: float = 0.8, num_perm: int = 1
 
     ``lsh_threshold`` is where the LSH proposes candidates (default
     ``threshold - 0.2``, at least 0.1). LSH finds a pair just above its own
-    threshold only part of the time (measured with 128 permutations at 0.8:
-    pairs at 0.80 / 0.85 / 0.90 were proposed 40% / 69% / 93% of the time), so
-    it searches well below ``threshold``; the exact Jaccard still decides, so
-    the margin costs only comparisons.
+    threshold only part of the time (see bench/README.md), so it searches well
+    below ``threshold``; the exact Jaccard still decides, so the margin costs
+    only comparisons.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")

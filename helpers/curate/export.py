@@ -1,16 +1,9 @@
 r"""Export curated rows as training files for ms-swift, check them, and write a dataset card.
 
-**What the student sees.** The user turn is the *zero-shot* prompt of the
-question: the teacher may have been prompted with few-shot exemplars, but the
-point of the course is to distil that behaviour into a student that gets the
-bare question. The prompt builder is a parameter (a callable ``row ->
-messages before the assistant turn``); the default is the bare question, and
-``lambda row: helpers.tasks.math.math_messages(row["question"])`` gives the
-course's zero-shot math prompt (system prompt + ``math_user``). The last user
-message of the row's own ``messages`` is *not* used: it follows few-shot turns.
-
-**What the student learns to write.** The assistant turn is the chain of
-thought inline, then the answer::
+The user turn is the *zero-shot* prompt (the student learns to answer the bare
+question, whatever exemplars the teacher saw); the prompt builder is a parameter,
+``lambda row: helpers.tasks.math.math_messages(row["question"])`` gives the course's
+math prompt. The assistant turn is the thinking inline, then the answer::
 
     <think>
     ...reasoning...
@@ -18,18 +11,11 @@ thought inline, then the answer::
 
     <answer>\boxed{8}</answer>
 
-**Formats.** ms-swift's ``messages`` JSONL (the default), and the same rows as
-ShareGPT (``conversations`` with ``from``/``value``) or Alpaca
-(``instruction``/``input``/``output``). Train and validation are split *by
-question*, so samples of one question never sit on both sides.
-
-**Checks.** :func:`validate_jsonl` reads a file back and raises
-:class:`DatasetFormatError` listing every bad line with its number and what is
-wrong; run it before any training. :func:`export_dataset` runs it on every file
-it writes.
-
-**Dataset card.** :func:`dataset_card` writes the README next to the data:
-source, teacher, the curation funnel, token statistics, difficulty and task mix.
+Formats: ms-swift ``messages`` JSONL (default), ShareGPT or Alpaca; train and
+validation are split *by question*. :func:`validate_jsonl` lists every bad line of
+a file with its number (:func:`export_dataset` runs it on every file it writes), and
+:func:`dataset_card` writes the README beside the data: source, teacher, funnel,
+token statistics, difficulty and task mix.
 """
 
 from __future__ import annotations

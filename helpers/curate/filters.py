@@ -7,9 +7,8 @@ drop samples a student should not imitate, each with its own reason:
 ``no_reply``        the request failed, there is nothing to train on
 ``truncated``       the reply hit the token limit (status ``truncated`` or
                     ``finish_reason == "length"``): its reasoning is cut off
-``refusal``         the teacher refused or added an assistant disclaimer
-                    (English and Chinese phrases from
-                    ``data/refusal_phrases.json``)
+``refusal``         the teacher refused or added a disclaimer (English and
+                    Chinese phrases of ``data/refusal_phrases.json``)
 ``broken_format``   no thinking (when required), no answer, or ``<think>``
                     tags left inside the answer (a failed split)
 ``empty_answer``    the answer has no content once tags and ``\\boxed`` are
@@ -17,10 +16,8 @@ drop samples a student should not imitate, each with its own reason:
 ``too_short``       a chain of thought of a handful of words, or an answer
                     shorter than the configured minimum
 ``repeats_question`` the answer or the thinking merely repeats the question
-``length_outlier``  thinking far longer than the rest (IQR or percentile
-                    rule, computed over the rows that passed the other checks,
-                    never below ``min_outlier_words``; skipped for sets too
-                    small for statistics)
+``length_outlier``  thinking far longer than the rest (IQR or percentile rule
+                    over the rows that passed, never below ``min_outlier_words``)
 ==================  ==========================================================
 
 A row gets the first reason that applies, in the order above.

@@ -34,21 +34,6 @@ import pandas as pd
 from ..core.config import REPO_ROOT
 from ..teacher.prices import PriceTable
 
-__all__ = [
-    "SERVING_PRICES_PATH",
-    "BreakEven",
-    "api_cost_per_1k",
-    "break_even",
-    "cost_table",
-    "hosted_cost_per_1k",
-    "latency_table",
-    "load_serving_prices",
-    "plot_break_even",
-    "quality_retention",
-    "retention_table",
-    "usd_per_hour",
-]
-
 SERVING_PRICES_PATH: Path = REPO_ROOT / "data" / "serving_prices.json"
 """Hourly machine prices for self-hosting the student."""
 

@@ -148,7 +148,7 @@ def smoke_reply(folder: Path, settings: Settings, question: str = "What is 2 + 3
 def prepare_student(settings: Settings | None = None, *, force: bool = False, verify: bool = True) -> PreparedModel:
     """Return a ready student folder, converting or downloading it the first time.
 
-    The offline profile converts the bundled GGUF (about 20 s on 2 CPU cores) and
+    The offline profile converts the bundled GGUF (seconds on a laptop) and
     checks that the result generates text. The gpu profile downloads from
     ModelScope; offline, that fails with a message naming the profile switch.
     """

@@ -275,8 +275,7 @@ class _Engine:
         already = stale = 0
         # Sample-major order: every prompt's sample 0, then every prompt's sample 1, ...
         # Requests in flight then share their temperature, which lets a batching server
-        # (swift deploy batches only requests with identical parameters) fill whole batches:
-        # measured on the local teacher, 32 requests took 146 s this way against 166 s interleaved.
+        # (swift deploy batches only requests with identical parameters) fill whole batches.
         for index, temperature in enumerate(self.config.schedule()):
             for prompt in self.prompts:
                 job = self._job(prompt, index, temperature)

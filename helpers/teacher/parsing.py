@@ -23,18 +23,6 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-__all__ = [
-    "DEFAULT_SECTION_MARKERS",
-    "FormatFlags",
-    "ParsedReply",
-    "Sections",
-    "extract_boxed",
-    "normalize_number",
-    "parse_sections",
-    "split_thinking",
-]
-
-
 # --------------------------------------------------------------------------- flags
 
 

@@ -1,35 +1,20 @@
 """From a topic to questions: a teacher-built tag tree, questions at its leaves, prompt rows to answer.
 
-Sometimes there are no questions to distil from, only a topic ("everyday
-arithmetic", "contract law"). Tools such as Easy Dataset then let the teacher
-write the questions too, in two steps that keep them varied and on topic:
+When there is only a topic (as in Easy Dataset), the teacher writes the questions too:
 
-1. **Tag tree.** The teacher splits the root topic into subtopics, those into
-   sub-subtopics, and so on (:func:`build_tree`: ``levels`` deep, ``per_level``
-   tags per node). The prompt of every node holds its full path from the root.
-   A person reviews and edits the tree (:mod:`helpers.techniques.tagtree`) before
-   anything is generated from it.
-2. **Questions at the leaves.** For every leaf the teacher writes
-   ``per_leaf`` questions; the prompt always holds the **full tag path**
-   (``root > ... > leaf``), which is what keeps "halves" about arithmetic and
-   not about football (:func:`generate_questions`).
+1. **Tag tree** (:func:`build_tree`): the teacher splits the topic into subtopics,
+   level by level, with the node's full path in every prompt; a person reviews and
+   edits the tree (:mod:`helpers.techniques.tagtree`) before anything is generated.
+2. **Questions at the leaves** (:func:`generate_questions`): the prompt holds the
+   **full tag path**, which keeps "halves" about arithmetic and not about football.
 
-Model output is a list in free text, and a small teacher's lists are messy:
-numbering and bullets of every kind, a chatty first line, the parent tag
-repeated, copies of the few-shot example, duplicates, one endless line.
-:func:`parse_list` cleans what it can and drops the rest **with a reason**.
-
-Questions from different leaves can still be the same question, so
-:func:`dedup_questions` runs the exact + MinHash near-duplicate stage of
-:mod:`helpers.curate.dedup` over all of them. :func:`question_rows` then turns the
-survivors into prompt rows for :func:`helpers.teacher.engine.generate`, so the
-answers come from the same resumable, cached batch engine as notebook 02.
-
-The teacher is a batch chat function (many chats in, one reply each out): the
-engine's :func:`~helpers.teacher.engine.batch_chat` in the notebook, resumable
-and cached like every teacher call; tests pass a scripted fake. The prompt texts are the
-files ``data/prompts/domain_*.txt`` and the few-shot examples
-``data/prompts/domain_examples.json``.
+A small teacher's lists are messy (numbering of every kind, a chatty first line,
+copies of the example, duplicates, one endless line): :func:`parse_list` cleans what
+it can and drops the rest **with a reason**. :func:`dedup_questions` removes the same
+question asked at two leaves, and :func:`question_rows` makes prompt rows for the
+batch engine. The teacher is a batch chat function (the engine's
+:func:`~helpers.teacher.engine.batch_chat`, or a scripted fake in tests); the prompts
+are ``data/prompts/domain_*.txt``.
 """
 
 from __future__ import annotations

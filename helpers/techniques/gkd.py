@@ -1,46 +1,20 @@
-r"""Generalized knowledge distillation (GKD) with ms-swift: ``swift rlhf --rlhf_type gkd``.
+"""Generalized knowledge distillation (GKD) with ms-swift: ``swift rlhf --rlhf_type gkd``.
 
-Notebooks 02-04 distilled at the **sequence level**: the teacher wrote answers, the
-student was fine-tuned on the text (SFT). GKD (Agarwal et al., 2024, "On-Policy
-Distillation of Language Models") distils at the **token level**: at every position of
-a reply the student is pulled towards the teacher's whole next-token distribution, the
-soft labels of notebook 08's first part, over the vocabulary. That needs the teacher's
-logits for exactly the student's tokens, so **the teacher must share the student's
-tokenizer** (SmolLM2 student + the distilled SmolLM2 of notebook 05 offline;
-Qwen2.5-1.5B + Qwen2.5-7B on the gpu profile; swift pads a teacher whose embedding
-matrix is a little larger, as Qwen2.5-7B's is).
+Notebooks 02-04 distil at the **sequence level** (SFT on the teacher's text). GKD
+(Agarwal et al., 2024) distils at the **token level**: at every position of a reply the
+student is pulled towards the teacher's whole next-token distribution, so **the teacher
+must share the student's tokenizer**. The knobs (``swift/arguments/rlhf_args.py``):
 
-The knobs (``swift/arguments/rlhf_args.py``, ``swift/rlhf_trainers/gkd_loss.py``):
+* ``beta``: the divergence, from forward KL (0, mode covering) through Jensen-Shannon
+  (0.5) to reverse KL (1, mode seeking);
+* ``lmbda``: the on-policy share, batches where the student writes its own replies and
+  the teacher grades exactly those (the train/test mismatch of SFT, fixed);
+* ``temperature``: sampling of on-policy replies and softening of both distributions;
+* ``seq_kd`` was removed in ms-swift 4.6 (it is what notebooks 02-04 do), so
+  :class:`GKDConfig` refuses it; ``sft_alpha`` adds the ordinary cross-entropy.
 
-* ``beta`` (default 0.5): which divergence. With ``m = beta·p_T + (1-beta)·p_S`` the loss
-  per token is ``beta·KL(p_T || m) + (1-beta)·KL(p_S || m)``; ``beta = 0`` is
-  **forward KL** ``KL(p_T || p_S)`` (mode covering: the student spreads over everything
-  the teacher might say), ``beta = 1`` is **reverse KL** ``KL(p_S || p_T)`` (mode
-  seeking: the student commits to what the teacher finds most likely), ``0.5`` the
-  symmetric Jensen-Shannon divergence.
-* ``lmbda`` (default 0.5): the **on-policy** share. Before each batch swift draws a
-  random number; below ``lmbda`` the student *generates its own replies* to the batch's
-  prompts (sampled at ``temperature``, at most ``max_completion_length`` tokens) and the
-  teacher grades those, otherwise the dataset's replies are used. On-policy data fixes
-  the train/test mismatch of SFT: at test time the student continues its *own* text,
-  mistakes included, and GKD shows the teacher's opinion on exactly that.
-* ``temperature`` (default 0.9): the sampling temperature of on-policy replies *and* the
-  softening of both distributions in the loss.
-* ``seq_kd``: "sequence-level KD", training on teacher-generated replies. ms-swift 4.6
-  removed it (``--seq_kd true`` raises ``NotImplementedError``); it is what notebooks 02-04
-  do, with verification in between, so :class:`GKDConfig` refuses it with that pointer.
-* ``sft_alpha`` adds ``sft_alpha ×`` the ordinary cross-entropy on dataset batches.
-* ``gkd_logits_topk`` keeps only the teacher's top-k logits (less memory; required with
-  a served teacher, ``teacher_model_server``, which returns top-k prompt log-probs).
-
-**Dependencies.** On CPU GKD needs one package ms-swift 4.6 does not declare: ``msgspec``
-(``swift/rlhf_trainers/utils.py`` imports it; without it ``swift rlhf --rlhf_type gkd``
-dies with ``ModuleNotFoundError: No module named 'msgspec'``). Optional, GPU only:
-``vllm`` for fast on-policy generation (``--use_vllm true --vllm_mode colocate``; it pins
-its own torch, so install it in the GPU environment deliberately), ``deepspeed`` for
-``--deepspeed zero2/zero3`` and ``--teacher_deepspeed`` (shard a big teacher), and
-``liger-kernel`` for ``--use_liger_kernel`` (a fused JSD loss that never materialises
-the full-vocabulary logits). :func:`gkd_dependencies` reports what is installed.
+On CPU GKD needs ``msgspec``, which ms-swift 4.6 imports but does not declare; ``vllm``,
+``deepspeed`` and ``liger-kernel`` help on a GPU (:func:`gkd_dependencies` reports them).
 """
 
 from __future__ import annotations

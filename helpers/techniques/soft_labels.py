@@ -1,33 +1,18 @@
 r"""Soft-label distillation: the student learns the teacher's probabilities, not only its answers.
 
-The classic recipe (Hinton, Vinyals and Dean, 2015, "Distilling the Knowledge in a
-Neural Network") on the course's headline task, small enough to read in one screen:
+Hinton, Vinyals and Dean (2015) on the course's headline task:
 
-1. **Teacher label probabilities** (:func:`score_headlines`). For every headline the
-   teacher LM reads the classification prompt (the one of notebooks 01 and 06) and we
-   compute the log-likelihood of one reply per label, ``<answer>world</answer>``,
-   ``<answer>sports</answer>``, ... (``data/prompts/classification_label_reply.txt``).
-   Normalised over the labels this is the teacher's distribution ``p_T(label | headline)``.
-   Scoring is one forward pass per headline with transformers, not a generation, and it is
-   exact: multi-token labels (``science_tech`` is three tokens) are scored whole. The
-   served teacher could not do this: an OpenAI-style API returns log-probabilities of the
-   tokens it *generates* (at most the top 20 per position), and a teacher that first writes
-   ``<think>`` has no fixed position for the label. The tokens all five replies share
-   (the prompt, ``<answer>``) cancel out in the normalisation, so only the differing tail
-   is scored, and the shared prompt prefix is run once and reused from the KV cache
-   (:func:`score_replies`). Scores are saved to the course's disk cache as they come,
-   so an interrupted run resumes and a re-run is instant.
-2. **The loss** (:func:`soft_target_loss`): a mix, by ``alpha``, of the KL divergence
-   between teacher and student distributions softened at temperature ``T`` (scaled by
-   ``T**2`` so its gradients keep their size when ``T`` changes) and the ordinary
-   cross-entropy with the gold labels.
-3. **A tiny student trained from scratch** (:func:`train_student`): a linear classifier
-   (or a one-hidden-layer MLP) on hashed word and character n-grams
-   (:func:`hashed_features`), trained full-batch in a fraction of a second on CPU.
-4. **The experiment** (:func:`sweep`): held-out accuracy, calibration (ECE) and agreement
-   with the teacher for a grid of ``alpha`` and ``T``, over several stratified train/test
-   splits of the headlines (:func:`resampled_splits`; split 0 is the file's own split),
-   because 40 test headlines alone are too few to tell configurations apart.
+1. **Teacher label probabilities** (:func:`score_headlines`): the log-likelihood of one
+   reply per label (``classification_label_reply.txt``) after the classification prompt,
+   normalised over the labels. One forward pass, exact for multi-token labels, the
+   shared prompt run once (:func:`score_replies`); an API could not do this (it returns
+   log-probabilities only of the tokens it generates). Scores go to the disk cache.
+2. **The loss** (:func:`soft_target_loss`): ``alpha`` x the KL divergence at temperature
+   ``T`` (scaled by ``T**2``) + ``(1 - alpha)`` x the cross-entropy with the gold labels.
+3. **A tiny student** (:func:`train_student`): a linear classifier (or a small MLP) on
+   hashed n-grams (:func:`hashed_features`), trained in a fraction of a second.
+4. **The experiment** (:func:`sweep`): accuracy, calibration and agreement with the
+   teacher over a grid of ``alpha`` and ``T`` and several resampled splits.
 """
 
 from __future__ import annotations

@@ -379,7 +379,3 @@ def tree_editor(tree: TagTree, on_change: Any = None) -> Any:
     remove.on_click(lambda _: act(do_remove))
     refresh()
     return widgets.VBox([picker, name, widgets.HBox([add, rename, remove]), status])
-
-
-__all__ = ["PATH_SEP", "SHOW_SEP", "SOURCES", "TagNode", "TagTree", "check_tag", "show_path",
-           "split_path", "tree_editor"]

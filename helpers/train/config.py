@@ -284,9 +284,7 @@ def default_config(settings: Settings | None = None, *, train_file: str | Path |
     * **offline** (CPU, float32): the converted SmolLM2-135M student, LoRA r=16,
       alpha=32 on all linear layers, lr 2e-4, 3 epochs, batch 4 (no accumulation:
       with ~100 rows, more optimizer steps help more than a larger batch),
-      max length 512 (the curated rows are ~150-400 tokens). About one training
-      row per second on 2 free cores; a 150-token row took 2-4 s per step with one
-      thread on a busy machine (measured).
+      max length 512 (the curated rows are ~150-400 tokens); speed: bench/README.md.
     * **gpu** (one CUDA GPU, bfloat16): Qwen2.5-1.5B-Instruct with the usual
       ms-swift LoRA recipe as a starting point: LoRA r=16, alpha=32 on all linear
       layers, lr 1e-4, 2 epochs, batch 2 x 8 accumulation (16 rows per step), max
