@@ -96,7 +96,7 @@ def test_prepare_datasets_writes_what_evalscope_reads(tmp_path):
     records = [json.loads(x) for x in (hl.folder / "headlines.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(records) == 3 and records[0]["answer"] == hl.rows[0]["reference"]
     assert [m["role"] for m in records[0]["messages"]] == ["system", "user"]
-    assert records[0]["messages"][1]["content"] == render("classification_user", headline=hl.rows[0]["question"])
+    assert records[0]["messages"][1]["content"] == f"Headline: {hl.rows[0]['question']}\nWhich topic does this headline belong to?"
     assert EvalDataset.load(wp.folder) == wp
     args = wp.dataset_args()
     assert args["local_path"] == str(wp.folder) and args["subset_list"] == ["default"] and args["few_shot_num"] == 0

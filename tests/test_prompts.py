@@ -6,14 +6,12 @@ import string
 
 import pytest
 
-from helpers.tasks.extraction import EXTRACTION_FIELDS, extraction_messages
 from helpers.tasks.headlines import classification_messages
 from helpers.tasks.math import math_messages
 from helpers.tasks.word_problems import fewshot_exemplars
-from helpers.teacher.prompts import list_prompts, load_exemplar, load_prompt, render
+from helpers.teacher.prompts import list_prompts, load_prompt, render
 
-OWN_TEMPLATES = ["classification_system", "classification_user", "extraction_en", "extraction_zh",
-                 "math_system", "math_user", "reply_format"]
+OWN_TEMPLATES = ["math_system", "math_user", "reply_format", "classification_label_reply"]
 
 
 def test_own_templates_are_listed_and_documented():
@@ -101,28 +99,11 @@ def test_fewshot_exemplars_format():
 
 
 def test_classification_messages():
-    labels = {"sports": "games", "business": "money"}
-    msgs = classification_messages("Team wins cup", labels)
+    msgs = classification_messages("Team wins cup")
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
-    assert "- sports: games" in msgs[0]["content"]
-    ex = load_exemplar("classification_exemplar")
-    assert ex["headline"] in msgs[1]["content"]
-    assert msgs[2]["content"].endswith(f"<answer>{ex['label']}</answer>")
+    assert "- sports: matches" in msgs[0]["content"]
+    assert msgs[2]["content"].endswith("<answer>business</answer>") and "<think>" in msgs[2]["content"]
     assert msgs[-1]["content"].startswith("Headline: Team wins cup")
-    assert [m["role"] for m in classification_messages("x", ["a", "b"], exemplar=False)] == ["system", "user"]
-    with pytest.raises(ValueError, match="exemplar"):
-        classification_messages("x", ["a", "b"])  # the exemplar's label is not allowed
-    with pytest.raises(ValueError, match="duplicates"):
-        classification_messages("x", ["a", "a"], exemplar=False)
-
-
-def test_extraction_messages_markers_and_json_braces():
-    en = extraction_messages("Ann paid $5 on 1 May.")[0]["content"]
-    assert "Thinking process:" in en and "Final answer:" in en and '{"person": "...",' in en
-    assert en.rstrip().endswith("Text: Ann paid $5 on 1 May.")
-    zh = extraction_messages("李明捐款5万元。", "zh")[0]["content"]
-    assert "思考过程：" in zh and "最终答案：" in zh and zh.rstrip().endswith("李明捐款5万元。")
-    for field in EXTRACTION_FIELDS:
-        assert f'"{field}"' in en and f'"{field}"' in zh
-    with pytest.raises(ValueError, match="lang"):
-        extraction_messages("text", "fr")  # type: ignore[arg-type]
+    assert [m["role"] for m in classification_messages("x", exemplar=False)] == ["system", "user"]
+    zh = classification_messages("球队夺冠", lang="zh")
+    assert zh[-1]["content"].startswith("标题：球队夺冠") and "标签" in zh[0]["content"]

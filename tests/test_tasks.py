@@ -11,7 +11,6 @@ import pytest
 
 from helpers.tasks import gsm8k as gsm8k_module
 from helpers.tasks import word_problems as word_problems_module
-from helpers.tasks.extraction import extraction_rows, load_extraction_samples
 from helpers.tasks.gsm8k import (
     DatasetUnavailable,
     evalscope_gsm8k_path,
@@ -269,9 +268,9 @@ def test_gsm8k_dir_env_override(tmp_path, monkeypatch):
 
 
 def test_headlines_balanced_with_fixed_split():
-    rows = load_headlines("all")
+    rows = load_headlines("all", lang=None)
     labels = load_labels()
-    assert len(rows) >= 100 - 5
+    assert len(rows) == 400 and Counter(r["lang"] for r in rows) == {"en": 200, "zh": 200}
     per_label = Counter(r["label"] for r in rows)
     assert set(per_label) == set(labels) and len(set(per_label.values())) == 1
     for split in ("train", "test"):
@@ -279,40 +278,34 @@ def test_headlines_balanced_with_fixed_split():
         assert len(set(counts.values())) == 1 and set(counts) == set(labels)
     assert len({r["id"] for r in rows}) == len(rows)
     assert len({r["text"].lower() for r in rows}) == len(rows)
-    train_ids = {r["id"] for r in load_headlines("train")}
-    test_ids = {r["id"] for r in load_headlines("test")}
+    train_ids = {r["id"] for r in load_headlines("train", lang=None)}
+    test_ids = {r["id"] for r in load_headlines("test", lang=None)}
     assert not train_ids & test_ids and len(train_ids | test_ids) == len(rows)
     # the split is stored in the file, so it is the same on every call
-    assert [r["id"] for r in load_headlines("test")] == sorted(test_ids)
+    assert {r["id"] for r in load_headlines("test", lang=None)} == test_ids
 
 
-def test_classification_exemplar_is_not_in_the_dataset():
-    from helpers.teacher.prompts import load_exemplar
-    ex = load_exemplar("classification_exemplar")
-    assert ex["label"] in load_labels()
-    assert ex["headline"].lower() not in {r["text"].lower() for r in load_headlines()}
+def test_worked_headline_exemplars_are_not_in_the_dataset():
+    from helpers.core.jsonl import read_jsonl
+    from helpers.tasks.headlines import headline_task
+
+    task = headline_task()
+    examples = read_jsonl(task.folder / "exemplars.jsonl")
+    assert {e["lang"] for e in examples} == {"en", "zh"}
+    texts = {r["text"].lower() for r in load_headlines(lang=None)}
+    for e in examples:
+        assert e["answer"] == f"<answer>{next(iter(k for k in task.labels if k in e['answer']))}</answer>"
+        assert e["input"].lower() not in texts
 
 
 def test_headline_rows():
     rows = headline_rows("test")
     assert len(rows) == len(load_headlines("test"))
     for row in rows:
-        assert set(row) == ROW_KEYS and row["task"] == "classification"
+        assert set(row) == ROW_KEYS and row["task"] == "headlines" and row["meta"]["lang"] == "en"
         assert row["reference"] in load_labels()
         assert row["messages"][-1]["content"].startswith(f"Headline: {row['question']}")
     assert len(headline_rows("train", exemplar=False)[0]["messages"]) == 2
-
-
-def test_extraction_samples_and_rows():
-    samples = load_extraction_samples()
-    assert {s["lang"] for s in samples} == {"en", "zh"}
-    for s in samples:
-        assert set(s["gold"]) == {"person", "organisation", "date", "amount"}
-        for value in s["gold"].values():
-            assert value is None or value in s["text"]
-    rows = extraction_rows("zh")
-    assert rows and all(r["task"] == "extraction" and r["meta"]["lang"] == "zh" for r in rows)
-    assert "最终答案：" in rows[0]["messages"][0]["content"]
 
 
 def test_template_exemplars_share_the_wording_of_train_questions_only() -> None:

@@ -32,6 +32,7 @@ REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 PROFILE_ENV = "COURSE_PROFILE"
 WORKSPACE_ENV = "COURSE_WORKSPACE"
 SIZE_ENV = "COURSE_SIZE"
+TASK_ENV = "COURSE_TASK"
 
 HUB_OFFLINE_VARS: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
@@ -236,6 +237,21 @@ class Settings:
     workspace: Path
     teacher: TeacherEndpoint | None
     size: Literal["smoke", "full"]
+    task: str = "math"
+    """``COURSE_TASK``: a built-in task name or the path of a task file (see :mod:`helpers.tasks.spec`)."""
+
+    @property
+    def task_key(self) -> str:
+        """A folder name for the task: its name, or the folder (or stem) of its task file."""
+        path = Path(self.task)
+        if path.suffix in (".yaml", ".yml"):
+            return path.parent.name if path.stem == "task" else path.stem
+        return path.name
+
+    @property
+    def task_dir(self) -> Path:
+        """Where the task's data and runs go: the workspace itself for math, ``tasks/<task>/`` for the others."""
+        return self.workspace if self.task_key == "math" else self.workspace / "tasks" / self.task_key
 
     @property
     def models_dir(self) -> Path:
@@ -243,15 +259,15 @@ class Settings:
 
     @property
     def datasets_dir(self) -> Path:
-        return self.workspace / "datasets"
+        return self.task_dir / "datasets"
 
     @property
     def runs_dir(self) -> Path:
-        return self.workspace / "runs"
+        return self.task_dir / "runs"
 
     @property
     def outputs_dir(self) -> Path:
-        return self.workspace / "outputs"
+        return self.task_dir / "outputs"
 
     @property
     def cache_dir(self) -> Path:
@@ -280,6 +296,7 @@ class Settings:
         teacher = self.teacher
         return {
             "profile": self.profile.name,
+            "task": self.task,
             "size": self.size,
             "workspace": str(self.workspace),
             "student": self.profile.student_model,
@@ -333,4 +350,6 @@ def get_settings(env: dict[str, str] | None = None, *, apply_env: bool = True) -
     profile = PROFILES[name]
     if apply_env:
         apply_profile_env(profile)
-    return Settings(profile=profile, workspace=workspace, teacher=teacher_from_env(env), size=size)  # type: ignore[arg-type]
+    task = (env.get(TASK_ENV) or "math").strip()
+    return Settings(profile=profile, workspace=workspace, teacher=teacher_from_env(env), size=size,  # type: ignore[arg-type]
+                    task=task)

@@ -1,6 +1,7 @@
 """Stage 1: keep the teacher samples whose answer matches the reference (rejection sampling).
 
-Every row is checked with :mod:`helpers.tasks.checks` and gets its question's
+Every row is checked the way its task says (:mod:`helpers.tasks.checks`; a reply in
+sections gets its thinking and answer read from them) and gets its question's
 **pass rate** over its samples: a question the teacher solves 1 time in 8 is hard
 (valuable, but its correct samples may be lucky), one it solves 8/8 is easy.
 """
@@ -12,8 +13,8 @@ from collections.abc import Collection, Iterable, Sequence
 
 import pandas as pd
 
-from ..core.rows import Row, question_key, reply_of
-from ..tasks.checks import LABEL_TASKS, check_row
+from ..core.rows import Row, question_key, reply_of, with_reply
+from ..tasks.checks import LABEL_TASKS, check_row, check_spec_of, reply_parts
 from .funnel import StageBuilder, StageResult
 
 
@@ -63,7 +64,11 @@ def verify_stage(rows: Sequence[Row], *, label_tasks: Collection[str] = LABEL_TA
         if row.get("status") == "error" or not reply_of(row):
             out["verified"] = None
         else:
-            out["verified"] = check_row(row, label_tasks=label_tasks, labels=labels).as_dict()
+            out["verified"] = check_row(row, labels=labels).as_dict()
+            spec = check_spec_of(row)
+            if spec.get("format") == "sections":  # later stages read thinking and answer from the sections
+                thinking, answer, _ = reply_parts(row, spec)
+                out = with_reply(out, thinking=thinking or None, answer=answer)
         checked.append(out)
 
     table = pass_rate_table(checked)

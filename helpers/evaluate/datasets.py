@@ -1,8 +1,8 @@
 r"""The evaluation sets: written once per run, the same items and prompts for every model.
 
 Word problems (the test templates) and GSM8K go through evalscope's ``gsm8k``
-benchmark on local gsm8k-format files, the headlines through ``general_qa`` with
-chat messages. Every prompt is the student's own training prompt, zero-shot
+benchmark on local gsm8k-format files; the headlines and any other task's test split
+through ``general_qa`` with chat messages. Every prompt is the student's own training prompt, zero-shot
 (:func:`check_zero_shot`): evalscope rewrites assistant turns.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 from ..core.jsonl import read_jsonl, write_jsonl
 from ..tasks.gsm8k import DatasetUnavailable, evalscope_gsm8k_path, gsm8k_rows, write_gsm8k_jsonl
 from ..tasks.headlines import headline_rows
+from ..tasks.spec import Task, load_task
 from ..tasks.word_problems import word_problem_rows
 from ..teacher.prompts import load_prompt, render
 
@@ -47,6 +48,8 @@ class EvalDataset:
     subset: str
     folder: Path
     rows: list[Row] = field(repr=False)
+    spec: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The set's description (``dataset.json``): benchmark, subset, what it tells, the task file."""
 
     @property
     def n(self) -> int:
@@ -67,7 +70,7 @@ class EvalDataset:
         """Read a set back from the folder :func:`prepare_datasets` wrote."""
         folder = Path(folder)
         info = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-        return cls(info["name"], info["benchmark"], info["subset"], folder, read_jsonl(folder / "items.jsonl"))
+        return cls(info["name"], info["benchmark"], info["subset"], folder, read_jsonl(folder / "items.jsonl"), info)
 
 
 def evalscope_prompt_template(name: str = "math_user") -> str:
@@ -97,42 +100,75 @@ def check_zero_shot(messages: Sequence[Mapping[str, str]], what: str = "an evalu
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def _write_dataset(folder: Path, name: str, rows: list[Row]) -> EvalDataset:
-    spec = DATASETS[name]
+class EvalSets(dict):
+    """The evaluation sets by name, and the sets that were left out with the reason (``skipped``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: dict[str, str] = {}
+
+    def table(self) -> "Any":
+        """One line per set, the skipped ones included with why: what a results table must not hide."""
+        import pandas as pd
+
+        lines = [{"set": name, "items": ds.n, "evalscope benchmark": ds.benchmark, "what": ds.spec.get("what", ""),
+                  "skipped": ""} for name, ds in self.items()]
+        lines += [{"set": name, "items": 0, "evalscope benchmark": DATASETS.get(name, {}).get("benchmark", ""),
+                   "what": DATASETS.get(name, {}).get("what", ""), "skipped": why} for name, why in self.skipped.items()]
+        return pd.DataFrame(lines).set_index("set")
+
+
+def task_dataset_spec(task: Task) -> dict[str, str]:
+    """How a task's own test split is evaluated: evalscope's ``general_qa`` with the task's chat messages."""
+    return {"benchmark": "general_qa", "subset": task.name, "task": task.name, "task_path": str(task.path),
+            "what": f"held-out test split of the {task.name} task: {task.description}"}
+
+
+def _write_dataset(folder: Path, name: str, rows: list[Row], spec: Mapping[str, str] | None = None) -> EvalDataset:
+    spec = dict(spec or DATASETS[name])
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     if spec["benchmark"] == "gsm8k":
         write_gsm8k_jsonl(rows, evalscope_gsm8k_path(folder))
     else:
-        write_jsonl(({"messages": check_zero_shot(r["messages"]), "answer": r["reference"]} for r in rows),
+        write_jsonl(({"messages": check_zero_shot(r["messages"]),
+                      "answer": r["reference"] if isinstance(r["reference"], str)
+                      else json.dumps(r["reference"], ensure_ascii=False)} for r in rows),
                     folder / f"{spec['subset']}.jsonl")
     write_jsonl(rows, folder / "items.jsonl")
     (folder / "dataset.json").write_text(json.dumps({"name": name, **spec}, indent=2), encoding="utf-8")
-    return EvalDataset(name, spec["benchmark"], spec["subset"], folder, rows)
+    return EvalDataset(name, spec["benchmark"], spec["subset"], folder, rows, spec)
 
 
-def prepare_datasets(data_dir: str | Path, *, word_problems: int, gsm8k: int, headlines: int,
-                     seed: int = 0) -> dict[str, EvalDataset]:
+def prepare_datasets(data_dir: str | Path, task: Task | None = None, *, n: int = 0, word_problems: int = 0,
+                     gsm8k: int = 0, headlines: int = 0, seed: int = 0) -> EvalSets:
     """Write the evaluation sets under ``data_dir`` and return them by name.
 
-    * ``word_problems``: the first n TEST problems (balanced over 1/2/3 steps), zero-shot;
-    * ``gsm8k``: the first n GSM8K test problems, zero-shot (skipped with a warning
-      when there is no local copy and the profile may not download);
-    * ``headlines``: the first n test headlines with the classification prompt of notebook 01
-      (its system prompt and user template), zero-shot like the math sets.
+    * the task's test split, first ``n`` items, zero-shot: for math (the default) the
+      ``word_problems`` set, balanced over 1/2/3 steps (``word_problems=`` says the same);
+      for any other task a set named after it;
+    * ``gsm8k``: the first n GSM8K test problems (left out, with the reason in
+      ``skipped``, when there is no local copy and the profile may not download);
+    * ``headlines``: the first n English test headlines (math: a skill it did not train).
 
     A count of 0 leaves a set out. Every model sees exactly these items.
     """
     data_dir = Path(data_dir)
-    sets: dict[str, EvalDataset] = {}
-    if word_problems:
-        rows = word_problem_rows("test", word_problems, seed=seed, shots=0)
+    sets = EvalSets()
+    n = n or word_problems
+    if task is not None and task.source != "word_problems":
+        if n:
+            rows = task.prompt_rows("test", n, seed=seed, shots=0)
+            sets[task.name] = _write_dataset(data_dir / task.name, task.name, rows, task_dataset_spec(task))
+    elif n:
+        rows = word_problem_rows("test", n, seed=seed, shots=0)
         sets["word_problems"] = _write_dataset(data_dir / "word_problems", "word_problems", rows)
     if gsm8k:
         try:
             rows = gsm8k_rows("test", gsm8k, shots=0)
         except DatasetUnavailable as exc:
+            sets.skipped["gsm8k"] = str(exc)
             warnings.warn(f"GSM8K left out of the evaluation: {exc}", stacklevel=2)
         else:
             sets["gsm8k"] = _write_dataset(data_dir / "gsm8k", "gsm8k", rows)
@@ -146,9 +182,7 @@ def teacher_prompt_rows(dataset: EvalDataset, *, shots: int = 0, seed: int = 0) 
     """The teacher's prompts for exactly the items of ``dataset`` (same ids, same order).
 
     ``shots`` worked examples go before each question (the offline teacher is the small
-    model made stronger by examples; an API teacher needs none): math questions get
-    ``shots`` solved problems, headlines (with any ``shots > 0``) the one worked example
-    of notebook 01.
+    model made stronger by examples; an API teacher needs none).
     """
     if dataset.name == "word_problems":
         rows = word_problem_rows("test", dataset.n, seed=seed, shots=shots)
@@ -156,9 +190,10 @@ def teacher_prompt_rows(dataset: EvalDataset, *, shots: int = 0, seed: int = 0) 
         rows = gsm8k_rows("test", dataset.n, shots=shots, seed=seed)
     elif dataset.name == "headlines":
         rows = headline_rows("test", exemplar=shots > 0)[:dataset.n]
+    elif dataset.spec.get("task_path"):
+        rows = load_task(dataset.spec["task_path"]).prompt_rows("test", dataset.n, seed=seed, shots=shots)
     else:
         rows = list(dataset.rows)
     if [r["id"] for r in rows] != [r["id"] for r in dataset.rows]:
         raise ValueError(f"The teacher's {dataset.name} items are not the evaluated ones.")
     return rows
-

@@ -185,7 +185,8 @@ def metrics_by_model(items: pd.DataFrame, models: Sequence[str] | None = None) -
     table = table.join(extra.round({"mean_think_words": 1, "mean_latency_s": 2}))
     if models is not None:
         order = [m for m in models if m in table.index.get_level_values("model")]
-        datasets = [d for d in DATASETS if d in table.index.get_level_values("dataset")]
+        present = list(dict.fromkeys(table.index.get_level_values("dataset")))
+        datasets = [d for d in present if d not in DATASETS] + [d for d in DATASETS if d in present]
         table = table.reindex(pd.MultiIndex.from_product([datasets, order], names=["dataset", "model"])).dropna(
             how="all")
     return table

@@ -242,3 +242,35 @@ def plot_break_even(result: BreakEven, months: int | None = None):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def case_table(metrics: pd.DataFrame, costs: pd.DataFrame, dataset: str,
+               models: Sequence[str] = ("teacher", "distilled", "base")) -> pd.DataFrame:
+    """Case E's table for one evaluation set: models side by side, one line per measure.
+
+    Quality (accuracy, and micro- or macro-F1 where the task has them), format
+    compliance, mean latency and cost per 1,000 calls, as the published case reports it.
+    """
+    part = metrics.xs(dataset, level="dataset")
+    lines = {"accuracy": part["accuracy"]}
+    for column in ("micro_f1", "macro_f1"):
+        if column in part and part[column].notna().any():
+            lines[column.replace("_", "-").replace("micro-f1", "extraction F1 (micro)")
+                  .replace("macro-f1", "macro-F1")] = part[column]
+    lines["format compliance"] = part["format_ok"]
+    lines["latency (s)"] = costs["mean_latency_s"] if "mean_latency_s" in costs else part.get("mean_latency_s")
+    lines["USD per 1,000 calls"] = costs["usd_per_1k_calls"]
+    table = pd.DataFrame(lines).T
+    return table[[m for m in models if m in table.columns]]
+
+
+def deployment_verdict(retention: float, break_even_months: float, *, min_retention: float = 0.9,
+                       max_months: float = 3.0) -> str:
+    """Case E's rule: deploy the student when it keeps over 90% of the teacher's quality and pays back within 3 months."""
+    keeps = not pd.isna(retention) and retention > min_retention
+    pays = not pd.isna(break_even_months) and break_even_months < max_months
+    numbers = (f"retention {retention:.2f} ({'>' if keeps else 'not >'} {min_retention}), break-even "
+               f"{break_even_months:.1f} months ({'<' if pays else 'not <'} {max_months})")
+    if keeps and pays:
+        return f"DEPLOY the student: {numbers}."
+    return f"KEEP the teacher: {numbers}."

@@ -18,7 +18,7 @@ import pandas as pd
 from ..core.config import Settings, TeacherEndpoint
 from ..models.generation import generate_greedy
 from ..models.loading import load_model, load_tokenizer
-from ..tasks.checks import extract_prediction, verify_math
+from ..tasks.checks import check_row
 from ..tasks.math import math_messages
 from ..teacher.client import chat
 from ..teacher.parsing import split_thinking
@@ -27,6 +27,8 @@ Message = dict[str, str]
 
 Responder = Callable[[str], str]
 """A model as a function: question -> reply text (``<think>`` included when it thinks)."""
+Prompt = Callable[[str], list[Message]]
+"""question -> the zero-shot chat (system + user): the task's student prompt (default: math)."""
 
 
 @dataclass
@@ -34,62 +36,69 @@ class LocalChat:
     """A local model answering with greedy decoding and the training prompt.
 
     ``shots`` (few-shot user/assistant turns) turn the base student into the
-    offline profile's *teacher*: the same model shown worked examples.
+    offline profile's *teacher*: the same model shown worked examples. ``prompt``
+    builds the chat for a question (a task's ``student_messages``; default: math).
     """
 
     model: Any
     tokenizer: Any
     max_new_tokens: int = 256
     shots: list[Message] = field(default_factory=list)
+    prompt: Prompt = math_messages
 
     @classmethod
     def load(cls, path: str | Path, settings: Settings | None = None, **kwargs: Any) -> "LocalChat":
         return cls(load_model(path, settings, for_inference=True), load_tokenizer(path), **kwargs)
 
     def messages(self, question: str) -> list[Message]:
-        return math_messages(question, shots=self.shots)
+        messages = list(self.prompt(question))
+        return messages[:-1] + list(self.shots) + messages[-1:]
 
     def __call__(self, question: str) -> str:
         return generate_greedy(self.model, self.tokenizer, [self.messages(question)],
                                max_new_tokens=self.max_new_tokens)[0].text
 
 
-def teacher_responder(endpoint: TeacherEndpoint, max_tokens: int = 2048) -> Responder:
+def teacher_responder(endpoint: TeacherEndpoint, max_tokens: int = 2048, prompt: Prompt = math_messages) -> Responder:
     """The configured teacher API as a responder (its reasoning shown inside ``<think>``)."""
     def answer(question: str) -> str:
-        reply = chat(endpoint, math_messages(question), temperature=0.0, max_tokens=max_tokens)
+        reply = chat(endpoint, prompt(question), temperature=0.0, max_tokens=max_tokens)
         return f"<think>\n{reply.thinking}\n</think>\n\n{reply.answer}" if reply.thinking else reply.answer
 
     return answer
 
 
-def grade(reply: str, reference: str | None) -> tuple[str | None, bool | None]:
-    """The final answer read from a reply (outside ``<think>``) and whether it equals ``reference``."""
-    answer = split_thinking(reply, expect_boxed=False).answer
-    if reference is None:
-        return extract_prediction(answer), None
-    check = verify_math(str(reference), answer)
-    return check.prediction, check.correct
+def grade(reply: str, reference: Any, check: Mapping[str, Any] | None = None) -> tuple[str | None, bool | None]:
+    """The final answer read from a reply and whether it equals ``reference``, checked as ``check`` says.
+
+    ``check`` is a task's check spec (a row's ``meta["check"]``); without one the reply is math.
+    """
+    parsed = split_thinking(reply, expect_boxed=False)
+    row = {"reference": reference, "meta": {"check": dict(check)} if check else {},
+           "reply": {"raw": reply, "thinking": parsed.thinking, "answer": parsed.answer}}
+    result = check_row(row)
+    return result.prediction, result.correct
 
 
 def compare_answers(questions: Sequence[Mapping[str, Any] | str], responders: Mapping[str, Responder]) -> pd.DataFrame:
     """Every responder on every question: one row per (question, model).
 
-    ``questions`` are strings or dicts with ``question`` and ``reference``.
-    Columns: question, reference, model, answer (final number read), correct,
-    seconds, reply.
+    ``questions`` are strings or prompt rows (``question``, ``reference`` and the
+    task's check spec in ``meta``). Columns: question, reference, model, answer
+    (what was read), correct, seconds, reply.
     """
     rows = []
     for item in questions:
         question = item if isinstance(item, str) else item["question"]
         reference = None if isinstance(item, str) else item.get("reference")
+        check = None if isinstance(item, str) else (item.get("meta") or {}).get("check")
         for name, respond in responders.items():
             started = time.perf_counter()
             try:
                 reply = respond(question)
             except Exception as exc:  # one failing model (a teacher API) must not hide the others
                 reply = f"[error: {type(exc).__name__}: {exc}]"
-            prediction, correct = grade(reply, reference)
+            prediction, correct = grade(reply, reference, check)
             rows.append({"question": question, "reference": reference, "model": name, "answer": prediction,
                          "correct": correct, "seconds": round(time.perf_counter() - started, 1), "reply": reply})
     return pd.DataFrame(rows, columns=["question", "reference", "model", "answer", "correct", "seconds", "reply"])

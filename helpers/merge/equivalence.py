@@ -11,7 +11,7 @@ naming the question, which stops a notebook.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +85,12 @@ def _clip(text: str, width: int) -> str:
 
 
 def compare_models(adapter_model: Any, merged_model: Any, tokenizer: Any, question: str, *,
-                   max_new_tokens: int = 48, tolerance: float = 1e-3) -> PromptCheck:
-    """Greedy outputs and logits of two already loaded models for one question."""
+                   max_new_tokens: int = 48, tolerance: float = 1e-3,
+                   prompt: Callable[[str], list[dict[str, str]]] = math_messages) -> PromptCheck:
+    """Greedy outputs and logits of two already loaded models for one question (asked with ``prompt``)."""
     import torch
 
-    chat = [math_messages(question)]
+    chat = [prompt(question)]
     adapter = generate_greedy(adapter_model, tokenizer, chat, max_new_tokens=max_new_tokens)[0]
     merged = generate_greedy(merged_model, tokenizer, chat, max_new_tokens=max_new_tokens)[0]
     new_a, new_m = list(adapter.ids), list(merged.ids)
@@ -112,7 +113,8 @@ def compare_models(adapter_model: Any, merged_model: Any, tokenizer: Any, questi
 
 def check_equivalence(base: str | Path, checkpoint: str | Path, merged: str | Path, questions: Sequence[str], *,
                       settings: Settings | None = None, max_new_tokens: int = 48,
-                      tolerance: float | None = None, raise_on_failure: bool = True) -> EquivalenceReport:
+                      tolerance: float | None = None, raise_on_failure: bool = True,
+                      prompt: Callable[[str], list[dict[str, str]]] = math_messages) -> EquivalenceReport:
     """Compare base + adapter (peft, unmerged) with the merged model on ``questions``.
 
     Raises :class:`EquivalenceError` naming the first question that differs
@@ -129,7 +131,7 @@ def check_equivalence(base: str | Path, checkpoint: str | Path, merged: str | Pa
     merged_model = load_model(merged, settings)
     try:
         checks = [compare_models(adapter_model, merged_model, tokenizer, q, max_new_tokens=max_new_tokens,
-                                 tolerance=tolerance) for q in questions]
+                                 tolerance=tolerance, prompt=prompt) for q in questions]
     finally:
         del adapter_model, merged_model
     report = EquivalenceReport(checks, tolerance, dtype, time.perf_counter() - started)

@@ -11,16 +11,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
-from collections.abc import Collection
-from dataclasses import asdict, dataclass
+import unicodedata
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from math_verify import parse, verify
 
-from ..core.rows import Row, answer_of
+from ..core.rows import Row, answer_of, reply_of, thinking_of
 from ..core.text import normalise_text
-from ..teacher.parsing import extract_boxed
+from ..teacher.parsing import extract_boxed, parse_sections
 
 LABEL_TASKS: frozenset[str] = frozenset({"classification"})
 """Tasks whose reference is a label (string match); every other task is math."""
@@ -32,19 +35,29 @@ _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _ANSWER_TAG_RE = re.compile(r"</?answer>", re.IGNORECASE)
 
 
+VERIFIERS = ("number", "label", "fields", "judge")
+"""How a task's answers are checked: math-verify on a number, a label from a set, JSON fields, or an LLM judge."""
+FORMATS = ("think", "sections")
+"""Reply formats: ``<think>...</think>`` then the answer, or two marked sections (``【思考过程】`` / ``【最终答案】``)."""
+
+
 @dataclass(frozen=True)
 class Check:
     """The outcome of checking one answer.
 
-    ``correct`` is ``None`` when the answer could not be checked (no reference).
-    ``prediction`` is what was read from the answer (``None``: nothing found).
+    ``correct`` is ``None`` when the answer could not be checked (no reference, or a
+    judge task). ``prediction`` is what was read from the answer (``None``: nothing
+    found). ``format_ok`` says whether the answer has the shape the task asks for,
+    and ``detail`` why not. ``fields`` (field verifier) is each field's outcome:
+    ``tp`` right, ``fn`` missed, ``fp`` invented, ``wrong`` (an fp and an fn), ``tn`` rightly empty.
     """
 
     correct: bool | None
     prediction: str | None
     method: str
-    """``"math"``, ``"label"`` or ``"none"`` (unverifiable)."""
     detail: str = ""
+    format_ok: bool | None = None
+    fields: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -137,22 +150,126 @@ def verify_label(reference: str, answer: str, labels: Collection[str] | None = N
     return Check(correct, label, "label", detail)
 
 
-def check_answer(reference: str | None, answer: str, task: str | None, *,
-                 label_tasks: Collection[str] = LABEL_TASKS,
-                 labels: Collection[str] | None = None) -> Check:
-    """Check ``answer`` against ``reference`` with the method the ``task`` calls for."""
-    if reference is None or str(reference).strip() == "":
+_FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+_EDGE = " \t\n\"'`。.,;；，:："
+
+
+def parse_json_answer(text: str) -> tuple[dict[str, Any] | None, str]:
+    """The JSON object in an answer (inside a code fence or between the outer braces), or ``None`` and why."""
+    text = (text or "").strip()
+    fenced = _FENCE_RE.search(text)
+    body = fenced.group(1) if fenced else text
+    start, end = body.find("{"), body.rfind("}")
+    if start < 0 or end <= start:
+        return None, "no JSON object in the answer"
+    try:
+        value = json.loads(body[start:end + 1])
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg})"
+    if not isinstance(value, dict):
+        return None, "the JSON is not an object"
+    return value, ""
+
+
+def field_value(value: Any) -> str:
+    """A field value as compared: NFKC, case-folded, without spaces and edge punctuation ('' for null)."""
+    if value is None:
+        return ""
+    text = unicodedata.normalize("NFKC", str(value)).casefold().strip(_EDGE)
+    return "" if text in ("null", "none", "n/a") else re.sub(r"\s+", "", text)
+
+
+def _outcome(gold: str, predicted: str) -> str:
+    if not gold:
+        return "fp" if predicted else "tn"
+    if not predicted:
+        return "fn"
+    return "tp" if predicted == gold else "wrong"
+
+
+def verify_fields(reference: Mapping[str, Any] | str, answer: str, fields: Sequence[str]) -> Check:
+    """Compare the answer's JSON object with the reference, field by field (exact after normalising)."""
+    gold = json.loads(reference) if isinstance(reference, str) else dict(reference)
+    predicted, problem = parse_json_answer(answer)
+    if predicted is None:
+        outcomes = {f: _outcome(field_value(gold.get(f)), "") for f in fields}
+        return Check(False, None, "fields", problem, False, outcomes)
+    outcomes = {f: _outcome(field_value(gold.get(f)), field_value(predicted.get(f))) for f in fields}
+    wrong = [f"{f} ({predicted.get(f)!r}, reference {gold.get(f)!r})" for f in fields if outcomes[f] not in ("tp", "tn")]
+    missing = [f for f in fields if f not in predicted]
+    extra = [k for k in predicted if k not in fields]
+    shape = "; ".join(x for x in (f"missing keys {missing}" if missing else "",
+                                  f"unknown keys {extra}" if extra else "") if x)
+    detail = "; ".join(x for x in (f"wrong: {', '.join(wrong)}" if wrong else "", shape) if x)
+    return Check(not wrong, json.dumps(predicted, ensure_ascii=False), "fields", detail, not shape, outcomes)
+
+
+def answer_text_for(verifier: str, reference: Any) -> str:
+    """The answer part of a worked example whose answer is ``reference``."""
+    if verifier == "number":
+        return "<answer>\\boxed{" + str(reference) + "}</answer>"
+    if verifier == "fields":
+        return json.dumps(reference, ensure_ascii=False)
+    return f"<answer>{reference}</answer>"
+
+
+def check_spec_of(row: Row) -> dict[str, Any]:
+    """How a row is checked: its ``meta["check"]`` (written by the task), else guessed from its task name."""
+    spec = (row.get("meta") or {}).get("check")
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    return {"verifier": "label" if row.get("task") in LABEL_TASKS else "number", "format": "think"}
+
+
+def reply_parts(row: Row, spec: Mapping[str, Any] | None = None) -> tuple[str, str, str]:
+    """``(thinking, answer, problem)`` of a sample row in its task's reply format."""
+    spec = check_spec_of(row) if spec is None else spec
+    if spec.get("format") != "sections":
+        return thinking_of(row), answer_of(row), ""
+    reply = reply_of(row)
+    raw = reply.get("raw") or reply.get("answer") or ""
+    think_marker, answer_marker = (m.strip().rstrip(":：").strip() for m in spec["markers"])
+    parsed = parse_sections(raw, {"thinking": (think_marker,), "answer": (answer_marker,)})
+    thinking, answer = parsed.fields.get("thinking") or "", parsed.fields.get("answer") or ""
+    missing = [m for m, v in ((think_marker, thinking), (answer_marker, answer)) if not v]
+    return thinking, answer, f"no {' and no '.join(missing)} section" if missing else ""
+
+
+def check_answer(reference: Any, answer: str, task: str | None = None, *,
+                 label_tasks: Collection[str] = LABEL_TASKS, labels: Collection[str] | None = None,
+                 spec: Mapping[str, Any] | None = None) -> Check:
+    """Check ``answer`` against ``reference`` as ``spec`` says (else as the ``task`` name suggests)."""
+    spec = dict(spec) if spec else {"verifier": "label" if task in label_tasks else "number"}
+    verifier = spec.get("verifier", "number")
+    labels = labels if labels is not None else spec.get("labels")
+    if verifier == "judge":
+        return Check(None, (answer or "").strip() or None, "judge", "checked by an LLM judge, not by a rule",
+                     bool((answer or "").strip()))
+    if reference is None or (isinstance(reference, str) and not reference.strip()):
         return Check(None, extract_prediction(answer), "none", "no reference to check against")
-    if task in label_tasks:
-        return verify_label(str(reference), answer, labels)
-    return verify_math(str(reference), answer)
+    if verifier == "fields":
+        return verify_fields(reference, answer, spec.get("fields") or list(reference))
+    if verifier == "label":
+        check = verify_label(str(reference), answer, labels)
+        known = check.prediction is not None and (not labels or normalise_text(check.prediction)
+                                                  in {normalise_text(x) for x in labels})
+        why = "" if known else ("no label in the answer" if check.prediction is None
+                                else f"unknown label {check.prediction!r}")
+        return replace(check, format_ok=known, detail=check.detail if known else why)
+    check = verify_math(str(reference), answer)
+    return replace(check, format_ok=extract_boxed(answer) is not None)
 
 
 def check_row(row: Row, answer: str | None = None, *, label_tasks: Collection[str] = LABEL_TASKS,
               labels: Collection[str] | None = None) -> Check:
-    """Check a sample row's answer (or a replacement ``answer``) against the row's reference."""
-    return check_answer(row.get("reference"), answer_of(row) if answer is None else answer,
-                        row.get("task"), label_tasks=label_tasks, labels=labels)
+    """Check a sample row's answer (or a replacement ``answer``) the way its task says."""
+    spec = check_spec_of(row)
+    _, parsed, problem = reply_parts(row, spec)
+    check = check_answer(row.get("reference"), parsed if answer is None else answer, spec=spec, labels=labels)
+    if problem and answer is None:  # the reply is not in the task's format: a format failure, with its reason
+        return replace(check, correct=False if check.correct is not None else None, format_ok=False,
+                       detail="; ".join(x for x in (problem, check.detail) if x))
+    return check
 
 
 def answer_still_correct(row: Row, new_answer: str, *,

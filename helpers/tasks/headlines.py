@@ -1,97 +1,59 @@
-"""The headline classifier task: invented news headlines over five topics, labels with descriptions.
+"""The headline task's data, for the chapters that use the headlines directly.
 
-``data/classification/headlines.jsonl`` holds the headlines with a split fixed in
-the file; ``labels.json`` the topic names and their one-line descriptions.
+The task itself is ``data/tasks/headlines/task.yaml`` (:func:`helpers.tasks.spec.load_task`).
+Notebook 06 evaluates the math student on English headlines (a skill it was not
+trained on) and notebook 08 scores the teacher's label probabilities on them; both
+read them through here, in English unless asked otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-from ..core.config import REPO_ROOT
-from ..core.jsonl import read_jsonl
-from ..teacher.prompts import assistant_reply, load_exemplar, render, require_text
+from .spec import Task, load_task
 
-Message = dict[str, str]
 Row = dict[str, Any]
-HEADLINES_PATH: Path = REPO_ROOT / "data" / "classification" / "headlines.jsonl"
-LABELS_PATH: Path = REPO_ROOT / "data" / "classification" / "labels.json"
+Split = Literal["train", "test", "all"]
 
 
-def _format_labels(labels: Sequence[str] | Mapping[str, str]) -> tuple[list[str], str]:
-    if isinstance(labels, Mapping):
-        names = [str(k) for k in labels]
-        lines = [f"- {k}: {v}" if v else f"- {k}" for k, v in labels.items()]
-    else:
-        names = [str(x) for x in labels]
-        lines = [f"- {x}" for x in names]
-    if not names or any(not n.strip() for n in names):
-        raise ValueError(f"labels must be a non-empty list of label names, got {labels!r}.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"labels contain duplicates: {names}.")
-    return names, "\n".join(lines)
+def headline_task() -> Task:
+    return load_task("headlines")
 
 
-def classification_messages(headline: str, labels: Sequence[str] | Mapping[str, str], *,
-                            exemplar: bool = True) -> list[Message]:
-    """The chat for classifying one headline into one of ``labels``.
-
-    ``labels`` is a list of names or a ``{name: description}`` mapping (the
-    descriptions are shown to the model). With ``exemplar`` the one worked example
-    of ``classification_exemplar.json`` comes before the real headline.
-    """
-    headline = require_text(headline, "headline")
-    names, label_block = _format_labels(labels)
-    messages: list[Message] = [
-        {"role": "system", "content": render("classification_system", labels=label_block)}
-    ]
-    if exemplar:
-        ex = load_exemplar("classification_exemplar")
-        if ex["label"] not in names:
-            raise ValueError(
-                f"The classification exemplar's label {ex['label']!r} is not one of {names}; "
-                "pass exemplar=False or edit data/prompts/classification_exemplar.json."
-            )
-        messages.append({"role": "user", "content": render("classification_user", headline=ex["headline"])})
-        messages.append({"role": "assistant", "content": assistant_reply(ex["thinking"], ex["label"])})
-    messages.append({"role": "user", "content": render("classification_user", headline=headline)})
-    return messages
+def load_labels(lang: str = "en") -> dict[str, str]:
+    """The topic labels and their one-line descriptions in ``lang``."""
+    return {name: (desc.get(lang) or desc["en"]) if isinstance(desc, dict) else desc
+            for name, desc in headline_task().labels.items()}
 
 
-
-def load_labels() -> dict[str, str]:
-    """The topic labels and their one-line descriptions (``data/classification/labels.json``)."""
-    import json
-
-    return json.loads(LABELS_PATH.read_text(encoding="utf-8"))
-
-
-def load_headlines(split: Literal["train", "test", "all"] = "all") -> list[dict[str, str]]:
-    """The labelled headlines (``id``, ``text``, ``label``, ``split``) of one split or all."""
+def _splits(split: Split) -> tuple[str, ...]:
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}.")
-    rows = read_jsonl(HEADLINES_PATH)
-    labels = load_labels()
-    for r in rows:
-        if r.get("label") not in labels or r.get("split") not in ("train", "test"):
-            raise ValueError(f"{HEADLINES_PATH}: bad row {r!r} (label must be one of {sorted(labels)}).")
-    return rows if split == "all" else [r for r in rows if r["split"] == split]
+    return ("train", "test") if split == "all" else (split,)
 
 
-def headline_rows(split: Literal["train", "test", "all"], exemplar: bool = True) -> list[Row]:
-    """Prompt rows (task ``"classification"``, reference = the label) for the headlines."""
-    labels = load_labels()
-    return [
-        {
-            "id": h["id"],
-            "messages": classification_messages(h["text"], labels, exemplar=exemplar),
-            "question": h["text"],
-            "reference": h["label"],
-            "task": "classification",
-            "meta": {"split": h["split"], "labels": list(labels)},
-        }
-        for h in load_headlines(split)
-    ]
+def load_headlines(split: Split = "all", lang: str | None = "en") -> list[dict[str, str]]:
+    """The labelled headlines (``id``, ``text``, ``label``, ``split``, ``lang``) in file order."""
+    task = headline_task()
+    rows = [{"id": i["id"], "text": i["input"], "label": i["reference"], "split": i["split"],
+             "lang": i["meta"].get("lang", "en")} for s in _splits(split) for i in task.items(s)]
+    order = {i["id"]: n for n, i in enumerate(task.items("train") + task.items("test"))}
+    rows.sort(key=lambda r: order[r["id"]])
+    return [r for r in rows if lang is None or r["lang"] == lang]
 
+
+def headline_rows(split: Split, exemplar: bool = True, lang: str | None = "en") -> list[Row]:
+    """Prompt rows (reference = the label); ``exemplar`` puts one worked example before each headline."""
+    task = headline_task()
+    rows = [r for s in _splits(split) for r in task.prompt_rows(s, shots=1 if exemplar else 0)]
+    return [r for r in rows if lang is None or r["meta"].get("lang", "en") == lang]
+
+
+def classification_messages(headline: str, *, exemplar: bool = True, lang: str = "en") -> list[dict[str, str]]:
+    """The chat that classifies one headline: system prompt, optionally the first worked example, the headline."""
+    task = headline_task()
+    messages = task.student_messages(headline, lang)
+    if exemplar:
+        item = {"id": "", "input": headline, "reference": None, "meta": {"lang": lang}}
+        messages[-1:-1] = task.shots_for(item, [], 1, None)  # type: ignore[arg-type]
+    return messages

@@ -29,7 +29,7 @@ from .math import boxed, math_messages
 
 Split = Literal["train", "test"]
 Row = dict[str, Any]
-TEMPLATES_PATH: Path = REPO_ROOT / "data" / "tasks" / "word_problems.yaml"
+TEMPLATES_PATH: Path = REPO_ROOT / "data" / "tasks" / "math" / "word_problems.yaml"
 _OPS: dict[str, Callable[[int, int], int]] = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.floordiv,
 }

@@ -226,10 +226,11 @@ def _marker_pattern(marker: str) -> re.Pattern[str]:
     """A marker followed by an ASCII or full-width colon, or alone on a heading line.
 
     Optional markdown around it: ``**Final answer:**``, ``**Final answer**:``,
-    ``## 最终答案``, ``Final  Answer：``.
+    ``## 最终答案``, ``Final  Answer：``; a bracketed marker (``【最终答案】``) needs no colon.
     """
     words = r"\s+".join(re.escape(w) for w in marker.split())
-    inline = rf"(?:#{{1,6}}\s*)?{_MD}\s*{words}\s*{_MD}\s*[:：]\s*{_MD}"
+    colon = r"[:：]?" if marker.rstrip()[-1:] in "】]）)>" else r"[:：]"  # a bracketed marker needs no colon
+    inline = rf"(?:#{{1,6}}\s*)?{_MD}\s*{words}\s*{_MD}\s*{colon}\s*{_MD}"
     heading = rf"^[ \t]*(?:#{{1,6}}[ \t]*|>[ \t]*)?{_MD}[ \t]*{words}[ \t]*{_MD}[ \t]*[:：]?[ \t]*$"
     return re.compile(rf"{heading}|{inline}", re.IGNORECASE | re.MULTILINE)
 
