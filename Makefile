@@ -1,6 +1,7 @@
 # Two commands matter (see README):
 #   make course   set everything up and run the whole course headless (offline profile)
-#                 (make course START=04 goes on from notebook 04 after a failure)
+#                 (make course START=04 goes on from notebook 04 after a failure;
+#                  make course TASK=headlines runs notebooks 00-06 for another task)
 #   make test     set everything up and run the tests (unit tests + notebooks at smoke size)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 course: setup
-	COURSE_PROFILE=$${COURSE_PROFILE:-offline} $(BIN)/python -m helpers run-course $(if $(START),--start $(START))
+	COURSE_PROFILE=$${COURSE_PROFILE:-offline} $(if $(TASK),COURSE_TASK=$(TASK)) $(BIN)/python -m helpers run-course $(if $(START),--start $(START))
 
 test: setup
 	COURSE_SIZE=smoke $(BIN)/python -m pytest

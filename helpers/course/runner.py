@@ -108,9 +108,9 @@ KEY_NUMBERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("training rows kept", "03_curate_dataset", ("train_rows",)),
     ("training loss, first step", "04_lora_sft", ("loss_first",)),
     ("training loss, last step", "04_lora_sft", ("loss_last",)),
-    ("word problems: base student accuracy", "06_evaluate", ("accuracy", "word_problems", "base")),
-    ("word problems: distilled student accuracy", "06_evaluate", ("accuracy", "word_problems", "distilled")),
-    ("word problems: teacher accuracy", "06_evaluate", ("accuracy", "word_problems", "teacher")),
+    ("{main}: base student accuracy", "06_evaluate", ("accuracy", "{main}", "base")),
+    ("{main}: distilled student accuracy", "06_evaluate", ("accuracy", "{main}", "distilled")),
+    ("{main}: teacher accuracy", "06_evaluate", ("accuracy", "{main}", "teacher")),
 ]
 """The headline of a run: (label, chapter, path into what the chapter recorded)."""
 
@@ -118,13 +118,20 @@ KEY_NUMBERS: list[tuple[str, str, tuple[str, ...]]] = [
 def key_numbers(numbers: dict[str, Any]) -> list[tuple[str, Any]]:
     """The :data:`KEY_NUMBERS` that a run recorded (chapters that did not run are skipped)."""
     found = []
+    main = (numbers.get("06_evaluate") or {}).get("main_set", "word_problems")  # the task's own test set
     for label, chapter, path in KEY_NUMBERS:
+        label = label.format(main=main.replace("_", " "))
         value: Any = numbers.get(chapter)
         for key in path:
+            key = key.format(main=main)
             value = value.get(key) if isinstance(value, dict) else None
         if value is not None:
             found.append((label, round(value, 3) if isinstance(value, float) else value))
     return found
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
 def write_summary(run: CourseRun) -> Path:
@@ -135,7 +142,7 @@ def write_summary(run: CourseRun) -> Path:
     lines = [
         f"# Course run {run.folder.name}",
         "",
-        f"- profile: **{settings.profile.name}**, size: **{settings.size}**",
+        f"- profile: **{settings.profile.name}**, task: **{settings.task}**, size: **{settings.size}**",
         f"- result: **{'all notebooks passed' if run.ok else 'FAILED'}**",
         f"- total time: {sum(r.seconds for r in run.results) / 60:.1f} min",
         "",
@@ -151,7 +158,12 @@ def write_summary(run: CourseRun) -> Path:
         lines += ["", "Everything each chapter recorded follows."]
     for chapter, values in numbers.items():
         lines += ["", f"## {chapter}", ""]
-        lines += [f"- {key}: {value}" for key, value in values.items()]
+        lines += [f"- {key}: {value}" for key, value in values.items() if key != "tables"]
+        for name, table in (values.get("tables") or {}).items():  # {row: {column: value}}
+            columns = list(dict.fromkeys(c for row in table.values() for c in row))
+            lines += ["", f"**{name}**", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+            lines += [f"| {row} | " + " | ".join(_cell(cells.get(c)) for c in columns) + " |"
+                      for row, cells in table.items()]
     path = run.folder / "summary.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -173,6 +185,8 @@ def run_course(notebooks: list[Path] | None = None, *, timeout: int = 3600, star
     # the local teacher server may use every core (see helpers.teacher.server.server_threads).
     os.environ.setdefault(SERVER_THREADS_ENV, str(os.cpu_count() or 1))
     todo = notebooks or list_notebooks()
+    if notebooks is None and settings.task_key != "math":  # another task runs the pipeline, 00-06
+        todo = [p for p in todo if p.name < "07"]
     if start:
         todo = [p for p in todo if p.name >= start]
         if not todo:

@@ -41,6 +41,8 @@ class Overlap:
     """One shared n-gram (the first in the training question), as text."""
     n_shared: int
     """How many distinct n-grams the two questions share."""
+    share: float = 1.0
+    """``n_shared`` over the evaluation item's distinct n-grams (1.0 for a short item found whole)."""
 
 
 def ngrams(text: str, n: int = 8) -> list[Ngram]:
@@ -75,6 +77,8 @@ class EvalIndex:
                 for gram in set(ngrams(item, n)):
                     self._grams[gram].append((name, index))
         self._short_lengths = sorted({len(t) for t in self._short})
+        self._sizes = {(name, index): max(1, len(set(ngrams(item, n))))
+                       for name, items in self.eval_sets.items() for index, item in enumerate(items)}
 
     def overlaps(self, question: str) -> list[Overlap]:
         """Every evaluation item sharing an n-gram with ``question`` (or contained whole, when short)."""
@@ -91,13 +95,18 @@ class EvalIndex:
             seen.add(gram)
             for where in self._grams.get(gram, ()):
                 found[where].append(gram)
-        return [Overlap(name, index, self.eval_sets[name][index], " ".join(grams[0]), len(grams))
+        return [Overlap(name, index, self.eval_sets[name][index], " ".join(grams[0]), len(grams),
+                        min(1.0, len(grams) / self._sizes[(name, index)]))
                 for (name, index), grams in found.items()]
 
 
 def decontaminate(rows: Sequence[Row], eval_sets: Mapping[str, Sequence[str]], *, n: int = 8,
-                  stage: str = "decontam", progress: bool = True) -> StageResult:
+                  min_share: float = 0.0, stage: str = "decontam", progress: bool = True) -> StageResult:
     """Drop rows whose question overlaps an evaluation question (reason ``contaminated``).
+
+    By default one shared n-gram is enough. Inputs generated from shared value pools
+    (contracts: the same clause wordings in train and test) share n-grams without being
+    copies; ``min_share`` then asks for at least that share of an evaluation item's n-grams.
 
     ``result.tables["overlaps"]`` has one line per (training row, evaluation
     item) pair with the shared n-gram; dropped rows also carry the list under
@@ -113,19 +122,19 @@ def decontaminate(rows: Sequence[Row], eval_sets: Mapping[str, Sequence[str]], *
             raise ValueError(f"Row {row_id(row)} has no question text to decontaminate.")
         if question not in cache:
             cache[question] = index.overlaps(question)
-        hits = cache[question]
+        hits = [h for h in cache[question] if h.share >= min_share]
         if not hits:
             builder.keep(row)
             continue
         for hit in hits:
             records.append({"row": row_id(row), "question": question, "eval_set": hit.eval_set,
                             "eval_index": hit.eval_index, "eval_question": hit.eval_question,
-                            "shared_ngram": hit.shared_ngram, "n_shared": hit.n_shared})
+                            "shared_ngram": hit.shared_ngram, "n_shared": hit.n_shared, "share": round(hit.share, 3)})
         first = hits[0]
         more = f" (+{len(hits) - 1} more)" if len(hits) > 1 else ""
         builder.drop({**row, "contamination": [asdict(h) for h in hits]}, "contaminated",
                      f"shares {first.shared_ngram!r} with {first.eval_set}[{first.eval_index}]: "
                      f"{snippet(first.eval_question, 80)}{more}")
     overlaps = pd.DataFrame(records, columns=["row", "question", "eval_set", "eval_index",
-                                              "eval_question", "shared_ngram", "n_shared"])
+                                              "eval_question", "shared_ngram", "n_shared", "share"])
     return builder.result(overlaps=overlaps)

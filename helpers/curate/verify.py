@@ -1,20 +1,22 @@
 """Stage 1: keep the teacher samples whose answer matches the reference (rejection sampling).
 
 Every row is checked the way its task says (:mod:`helpers.tasks.checks`; a reply in
-sections gets its thinking and answer read from them) and gets its question's
+sections gets its thinking and answer read from them, a right JSON answer keeps exactly the
+task's keys) and gets its question's
 **pass rate** over its samples: a question the teacher solves 1 time in 8 is hard
 (valuable, but its correct samples may be lucky), one it solves 8/8 is easy.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 
 import pandas as pd
 
 from ..core.rows import Row, question_key, reply_of, with_reply
-from ..tasks.checks import LABEL_TASKS, check_row, check_spec_of, reply_parts
+from ..tasks.checks import LABEL_TASKS, check_row, check_spec_of, parse_json_answer, reply_parts
 from .funnel import StageBuilder, StageResult
 
 
@@ -66,9 +68,13 @@ def verify_stage(rows: Sequence[Row], *, label_tasks: Collection[str] = LABEL_TA
         else:
             out["verified"] = check_row(row, labels=labels).as_dict()
             spec = check_spec_of(row)
-            if spec.get("format") == "sections":  # later stages read thinking and answer from the sections
-                thinking, answer, _ = reply_parts(row, spec)
-                out = with_reply(out, thinking=thinking or None, answer=answer)
+            thinking, answer, _ = reply_parts(row, spec)
+            if spec.get("verifier") == "fields" and out["verified"]["correct"]:
+                # a right answer keeps exactly the task's keys, in order (a small teacher adds junk keys)
+                parsed, _ = parse_json_answer(answer)
+                answer = json.dumps({f: (parsed or {}).get(f) for f in spec["fields"]}, ensure_ascii=False)
+            if spec.get("format") == "sections" or spec.get("verifier") == "fields":
+                out = with_reply(out, thinking=thinking or None, answer=answer)  # later stages read these
         checked.append(out)
 
     table = pass_rate_table(checked)

@@ -142,7 +142,8 @@ def _write_dataset(folder: Path, name: str, rows: list[Row], spec: Mapping[str, 
 
 
 def prepare_datasets(data_dir: str | Path, task: Task | None = None, *, n: int = 0, word_problems: int = 0,
-                     gsm8k: int = 0, headlines: int = 0, seed: int = 0) -> EvalSets:
+                     gsm8k: int = 0, headlines: int = 0, seed: int = 0,
+                     langs: Sequence[str] | None = None) -> EvalSets:
     """Write the evaluation sets under ``data_dir`` and return them by name.
 
     * the task's test split, first ``n`` items, zero-shot: for math (the default) the
@@ -159,7 +160,7 @@ def prepare_datasets(data_dir: str | Path, task: Task | None = None, *, n: int =
     n = n or word_problems
     if task is not None and task.source != "word_problems":
         if n:
-            rows = task.prompt_rows("test", n, seed=seed, shots=0)
+            rows = task.prompt_rows("test", n, seed=seed, shots=0, langs=langs)
             sets[task.name] = _write_dataset(data_dir / task.name, task.name, rows, task_dataset_spec(task))
     elif n:
         rows = word_problem_rows("test", n, seed=seed, shots=0)
@@ -191,7 +192,9 @@ def teacher_prompt_rows(dataset: EvalDataset, *, shots: int = 0, seed: int = 0) 
     elif dataset.name == "headlines":
         rows = headline_rows("test", exemplar=shots > 0)[:dataset.n]
     elif dataset.spec.get("task_path"):
-        rows = load_task(dataset.spec["task_path"]).prompt_rows("test", dataset.n, seed=seed, shots=shots)
+        task = load_task(dataset.spec["task_path"])
+        langs = sorted({r["meta"].get("lang", "en") for r in dataset.rows}) if dataset.rows else None
+        rows = task.prompt_rows("test", dataset.n, seed=seed, shots=shots, langs=langs)
     else:
         rows = list(dataset.rows)
     if [r["id"] for r in rows] != [r["id"] for r in dataset.rows]:

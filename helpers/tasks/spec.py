@@ -33,11 +33,11 @@ SOURCES = ("file", "word_problems", "contracts", "hub")
 _KEYS: dict[str, set[str]] = {
     "": {"name", "description", "data", "prompt", "reply", "check", "group_by", "evaluation"},
     "data": {"source", "file", "input", "reference", "id", "split", "test_fraction", "fields", "dataset",
-             "subset", "thinking", "answer", "hub_split"},
+             "subset", "thinking", "answer", "hub_split", "offline_langs"},
     "prompt": {"system", "user", "shots", "exemplars", "exemplar_thinking"},
-    "reply": {"format", "markers"},
+    "reply": {"format", "markers", "max_tokens"},
     "check": {"verifier", "labels", "fields"},
-    "evaluation": {"gsm8k", "test_size"},
+    "evaluation": {"gsm8k", "test_size", "decontam_share"},
 }
 Row = dict[str, Any]
 
@@ -84,10 +84,23 @@ class Task:
     fields: tuple[str, ...] = ()
     group_by: str | None = None
     evaluation: Mapping[str, Any] = field(default_factory=dict)
+    reply: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
         return self.path.parent
+
+    @property
+    def max_tokens(self) -> int | None:
+        """A reply length that fits the task (``reply.max_tokens``), or ``None`` for the notebooks' default."""
+        value = self.reply.get("max_tokens")
+        return int(value) if value else None
+
+    def langs_for(self, profile: str) -> tuple[str, ...] | None:
+        """The languages a run uses: all (``None``), or on the offline profile ``data.offline_langs``
+        (the bundled 135M model is an English model and garbles some tasks in Chinese)."""
+        offline = self.data.get("offline_langs")
+        return tuple(offline) if profile == "offline" and offline else None
 
     @property
     def default_shots(self) -> int:
@@ -99,23 +112,36 @@ class Task:
         return str(self.data.get("source", "file"))
 
     # ------------------------------------------------------------------ data
-    def items(self, split: str, n: int | None = None, *, seed: int = 0) -> list[Row]:
-        """The task's inputs of one split: ``id``, ``input``, ``reference``, ``split``, ``meta``."""
+    def items(self, split: str, n: int | None = None, *, seed: int = 0,
+              langs: Sequence[str] | None = None) -> list[Row]:
+        """The task's inputs of one split: ``id``, ``input``, ``reference``, ``split``, ``meta``.
+
+        All of them in file order, or ``n`` drawn at random (deterministic for ``seed``).
+        ``langs`` keeps only inputs in those languages (``meta["lang"]``, else guessed from the text).
+        """
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+        langs = tuple(langs) if langs else None
         if self.source == "contracts":
             from .contracts import make_contracts
 
+            lang = langs[0] if langs and len(langs) == 1 else None
             return [{"id": c["id"], "input": c["text"], "reference": c["gold"], "split": split,
                      "meta": {"lang": c["lang"], "template_id": c["template_id"], "family": c["family"]}}
-                    for c in make_contracts(split, 0 if n is None else n, seed=seed)]
+                    for c in make_contracts(split, 0 if n is None else n, seed=seed, lang=lang)]  # type: ignore[arg-type]
         if self.source == "hub":
             from .sources import hub_items
 
             rows = hub_items(self, split)
         else:
             rows = self._file_items(split)
-        return rows if n is None else rows[:n]
+        if langs:
+            rows = [r for r in rows if (r["meta"].get("lang") or guess_lang(r["input"])) in langs]
+        if n is None:
+            return rows
+        # a file is often sorted (by label, by language): the first n of a seeded shuffle are a fair sample,
+        # and asking for more only appends
+        return random.Random(f"items|{self.name}|{split}|{seed}").sample(rows, len(rows))[:n]
 
     def _file_items(self, split: str) -> list[Row]:
         path = self.folder / str(self.data["file"])
@@ -272,7 +298,7 @@ class Task:
         return turns
 
     def prompt_rows(self, split: str, n: int | None = None, *, shots: int = 0, seed: int = 0,
-                    **options: Any) -> list[Row]:
+                    langs: Sequence[str] | None = None, **options: Any) -> list[Row]:
         """Prompt rows (``id``, ``messages``, ``question``, ``reference``, ``task``, ``meta``) for the engine.
 
         ``shots`` worked examples come before the question (the teacher's prompt;
@@ -286,9 +312,9 @@ class Task:
             for row in rows:
                 row["meta"]["check"] = self.check_spec()
             return rows
-        items = self.items(split, n, seed=seed)
-        pool = self.items("train", max(4 * shots, 40), seed=seed + 1) if shots and self.source == "contracts" \
-            else (self.items("train") if shots else [])
+        items = self.items(split, n, seed=seed, langs=langs)
+        pool = self.items("train", max(4 * shots, 40), seed=seed + 1, langs=langs) if shots and \
+            self.source == "contracts" else (self.items("train", langs=langs) if shots else [])
         rng = random.Random(f"shots|{self.name}|{seed}")
         rows = []
         for item in items:
@@ -386,7 +412,7 @@ def load_task(name_or_path: str | Path = "math") -> Task:
         raise TaskFileError(f"{path}: check.verifier 'fields' needs check.fields (the JSON keys of the answer).")
     task = Task(name=name, path=path, description=str(raw.get("description", "")).strip(), data=data,
                 prompt=prompt, reply_format=fmt, markers=markers, verifier=verifier, labels=labels, fields=fields,
-                group_by=raw.get("group_by"), evaluation=raw.get("evaluation") or {})
+                group_by=raw.get("group_by"), evaluation=raw.get("evaluation") or {}, reply=reply)
     for part in ("system", "user") if source != "word_problems" else ():  # a missing file fails now
         for lang in _per_lang(prompt.get(part)):
             template = task._template(part, lang or "en")
