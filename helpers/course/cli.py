@@ -5,6 +5,7 @@ Commands:
   prepare-student    convert/download the student model once
   serve              run the local teacher until Ctrl+C
   generate ...       batch generation with the teacher (see ``generate --help``)
+  task TASK          check a task file and show what the teacher will be asked
   run-course         execute every notebook headless into a run folder
   i18n ...           status / stub / build of the Chinese notebooks (see ``i18n --help``)
 """
@@ -54,6 +55,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task(args: argparse.Namespace) -> int:
+    """Load a task file and show what the pipeline will see: its settings, splits and one prompt."""
+    from ..tasks.spec import TaskFileError, load_task
+
+    try:
+        task = load_task(args.task)
+        train, test = task.items("train"), task.items("test")
+        row = task.prompt_rows("train", 1, shots=task.default_shots)[0]
+    except (TaskFileError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for key, value in task.summary().items():
+        print(f"{key:>14}: {value}")
+    print(f"{'items':>14}: {len(train)} train, {len(test)} test")
+    print(f"{'checked by':>14}: {row['meta']['check']}")
+    print("\nThe teacher's first prompt:")
+    for message in row["messages"]:
+        print(f"[{message['role']}]\n{message['content']}\n")
+    print(f"reference: {row['reference']}")
+    return 0
+
+
 def _run_course(args: argparse.Namespace) -> int:
     from .runner import run_course
 
@@ -83,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_serve)
     sub.add_parser("generate", help="batch generation (see `python -m helpers generate --help`)")
     sub.add_parser("i18n", help="Chinese notebooks from one source (see `python -m helpers i18n --help`)")
+    p = sub.add_parser("task", help="check a task file and show its first prompt")
+    p.add_argument("task", help="a built-in task name or the path of a task file")
+    p.set_defaults(func=_task)
     p = sub.add_parser("run-course", help="execute all notebooks headless")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     p.add_argument("--start", metavar="NN", help="start at this notebook (e.g. 04), reusing the workspace")

@@ -186,7 +186,10 @@ def run_course(notebooks: list[Path] | None = None, *, timeout: int = 3600, star
     os.environ.setdefault(SERVER_THREADS_ENV, str(os.cpu_count() or 1))
     todo = notebooks or list_notebooks()
     if notebooks is None and settings.task_key != "math":  # another task runs the pipeline, 00-06
-        todo = [p for p in todo if p.name < "07"]
+        from ..tasks.spec import load_task
+
+        skip = ("01", "02") if load_task(settings.task).distilled else ()  # published data needs no teacher
+        todo = [p for p in todo if p.name < "07" and p.name[:2] not in skip]
     if start:
         todo = [p for p in todo if p.name >= start]
         if not todo:

@@ -96,6 +96,12 @@ class Task:
         value = self.reply.get("max_tokens")
         return int(value) if value else None
 
+    @property
+    def distilled(self) -> bool:
+        """A published distilled dataset (``data.thinking`` and ``data.answer`` hold the teacher's reply):
+        curation reads it directly (:func:`helpers.tasks.sources.distilled_samples`), no teacher is asked."""
+        return bool(self.data.get("thinking") and self.data.get("answer"))
+
     def langs_for(self, profile: str) -> tuple[str, ...] | None:
         """The languages a run uses: all (``None``), or on the offline profile ``data.offline_langs``
         (the bundled 135M model is an English model and garbles some tasks in Chinese)."""
