@@ -62,7 +62,6 @@ def test_offline_training_flags():
     assert offline.swift_train_hub_args == ("--check_model", "false")
     assert "--fp16" in offline.swift_precision_args and "float32" in offline.swift_precision_args
     assert gpu.swift_train_hub_args == ()
-    assert offline.swift_model_args == ("--model_type", "llama", "--template", "chatml")
 
 
 def test_teacher_from_env():

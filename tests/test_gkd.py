@@ -8,6 +8,7 @@ ms-swift's own RLHFArguments.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 import importlib.util
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from helpers.techniques.gkd import (
     GKDConfig,
     gkd_config,
     gkd_dependencies,
+    gkd_memory_estimate,
     require_gkd_dependencies,
     same_vocabulary,
 )
@@ -87,12 +89,19 @@ def test_gpu_command(tmp_path, train_file):
     config = gkd_config(settings)
     args = config.args()
     assert _flag(args, "--teacher_model") == GPU_TEACHER_MODEL
-    assert "--teacher_model_type" not in args and "--check_model" not in args and "--model_type" not in args
+    assert _flag(args, "--teacher_model_type") == "qwen2" and _flag(args, "--model_type") == "qwen2"  # by name
+    assert "--check_model" not in args
     assert _flag(args, "--torch_dtype") == "bfloat16" and "--bf16" not in args
     assert _flag(args, "--model") == str(tmp_path / "models" / "Qwen2.5-1.5B-Instruct")
-    assert _flag(args, "--max_completion_length") == "1024"
-    assert _flag(args, "--gradient_accumulation_steps") == "8" and _flag(args, "--gradient_checkpointing") == "true"
-    assert "--max_steps" not in args
+    assert _flag(args, "--max_completion_length") == "512" and _flag(args, "--max_length") == "2048"
+    assert _flag(args, "--gradient_accumulation_steps") == "16" and _flag(args, "--gradient_checkpointing") == "true"
+    assert _flag(args, "--max_steps") == "300"
+    # Qwen2.5-1.5B student (hidden 1536, 28 layers) and the 3B teacher: under a 24 GB card; the old 7B teacher
+    # with 4,096-token rows in pairs was not.
+    sizes = dict(student_b=1.54, vocab=151_936, hidden=1536, layers=28)
+    assert gkd_memory_estimate(config, teacher_b=3.09, **sizes).loc["total", "GiB"] < 22
+    old = replace(config, max_length=4096, per_device_train_batch_size=2)
+    assert gkd_memory_estimate(old, teacher_b=7.62, **sizes).loc["total", "GiB"] > 24
     fast = config.with_vllm("colocate", 0.4).args()
     assert (_flag(fast, "--use_vllm"), _flag(fast, "--vllm_mode"), _flag(fast, "--vllm_gpu_memory_utilization")) == \
         ("true", "colocate", "0.4")
@@ -100,6 +109,13 @@ def test_gpu_command(tmp_path, train_file):
                               sft_alpha=0.1).args()
     assert _flag(big, "--offload_teacher_model") == "true" and _flag(big, "--teacher_deepspeed") == "zero3"
     assert _flag(big, "--gkd_logits_topk") == "64" and _flag(big, "--sft_alpha") == "0.1"
+
+
+def test_logit_teacher_is_configuration(tmp_path, train_file):
+    settings = get_settings({"COURSE_PROFILE": "gpu", "COURSE_WORKSPACE": str(tmp_path),
+                             "COURSE_LOGIT_TEACHER": "Qwen/Qwen2.5-7B-Instruct"}, apply_env=False)
+    args = gkd_config(settings).args()
+    assert _flag(args, "--teacher_model") == "Qwen/Qwen2.5-7B-Instruct"
 
 
 def test_every_flag_is_a_swift_rlhf_argument(tmp_path, train_file):

@@ -124,6 +124,33 @@ def test_equivalence_failure_names_the_question(merged, student, tmp_path):
 
 
 @pytest.mark.slow
+def test_bfloat16_merge_passes_the_calibrated_check_and_a_tampered_one_fails(merged, student, tmp_path):
+    """In bfloat16 the replies drift at near ties (the old max-|Δlogit| bound of 1.0 failed a correct merge);
+    the calibrated criterion passes the real merge, saved in bfloat16 too, and still catches a tampered one."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    checkpoint, result = merged
+    report = check_equivalence(student, checkpoint, result.path, QUESTIONS, max_new_tokens=12, dtype="bfloat16")
+    assert report.ok and report.dtype == "bfloat16" and report.tolerance == 4.0
+    assert all(c.agreement >= 0.9 and c.mean_logit_diff <= 0.3 for c in report.checks)
+    rounded = tmp_path / "rounded"  # what a GPU merge writes: the merged weights saved in bfloat16
+    shutil.copytree(result.path, rounded)
+    weights = load_file(rounded / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, rounded / "model.safetensors",
+              metadata={"format": "pt"})
+    config = json.loads((rounded / "config.json").read_text())
+    (rounded / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16", "torch_dtype": "bfloat16"}))
+    loaded_fp32 = check_equivalence(student, checkpoint, rounded, QUESTIONS, max_new_tokens=12)
+    assert loaded_fp32.ok and loaded_fp32.dtype == "bfloat16"  # judged by how it was saved
+    tampered = {k: (v * 1.5 if k.endswith("layers.0.mlp.down_proj.weight") else v) for k, v in weights.items()}
+    save_file(tampered, rounded / "model.safetensors", metadata={"format": "pt"})
+    bad = check_equivalence(student, checkpoint, rounded, QUESTIONS[:1], max_new_tokens=8, dtype="bfloat16",
+                            raise_on_failure=False)
+    assert not bad.ok
+
+
+@pytest.mark.slow
 def test_local_chat_answers_with_the_merged_model(merged):
     _, result = merged
     chat = LocalChat.load(result.path, max_new_tokens=8)

@@ -120,8 +120,9 @@ def test_gpu_command_is_the_documented_starting_point(gpu_full, tmp_path):
     args = config.args()
     assert _flag(args, "--model") == "/tmp/ws/models/Qwen2.5-1.5B-Instruct"  # downloaded by notebook 00
     assert _flag(args, "--torch_dtype") == "bfloat16"
-    for cpu_only in ("--fp16", "--bf16", "--check_model", "--model_type", "--template"):
+    for cpu_only in ("--fp16", "--bf16", "--check_model"):
         assert cpu_only not in args, cpu_only
+    assert (_flag(args, "--model_type"), _flag(args, "--template")) == ("qwen2", "qwen2_5")  # by name
     assert (_flag(args, "--lora_rank"), _flag(args, "--target_modules")) == ("16", "all-linear")
     assert _flag(args, "--max_length") == "4096"
     assert _flag(args, "--gradient_accumulation_steps") == "8"

@@ -33,6 +33,10 @@ PROFILE_ENV = "COURSE_PROFILE"
 WORKSPACE_ENV = "COURSE_WORKSPACE"
 SIZE_ENV = "COURSE_SIZE"
 TASK_ENV = "COURSE_TASK"
+STUDENT_ENV = "COURSE_STUDENT"
+STUDENT_TYPE_ENV = "COURSE_STUDENT_MODEL_TYPE"
+STUDENT_TEMPLATE_ENV = "COURSE_STUDENT_TEMPLATE"
+LOGIT_TEACHER_ENV = "COURSE_LOGIT_TEACHER"
 
 HUB_OFFLINE_VARS: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
@@ -119,8 +123,6 @@ class Profile:
     device: Literal["cpu", "cuda"]
     torch_dtype: Literal["float32", "bfloat16"]
     hub_offline: bool
-    swift_model_args: tuple[str, ...] = ()
-    """Extra ``swift`` flags the student needs (SmolLM2 is not in swift's model registry)."""
     description: str = ""
 
     @property
@@ -148,7 +150,6 @@ PROFILES: dict[str, Profile] = {
         device="cpu",
         torch_dtype="float32",
         hub_offline=True,
-        swift_model_args=("--model_type", "llama", "--template", "chatml"),
         description="CPU only, no hub, no API key: bundled SmolLM2-135M-Instruct as student and local teacher.",
     ),
     "gpu": Profile(
@@ -239,6 +240,20 @@ class Settings:
     size: Literal["smoke", "full"]
     task: str = "math"
     """``COURSE_TASK``: a built-in task name or the path of a task file (see :mod:`helpers.tasks.spec`)."""
+    student: str = ""
+    """``COURSE_STUDENT``: a hub id or a local model folder; empty for the profile's own student."""
+    student_model_type: str = ""
+    """``COURSE_STUDENT_MODEL_TYPE``: swift's ``--model_type`` for the student, when it cannot be worked out."""
+    student_template: str = ""
+    """``COURSE_STUDENT_TEMPLATE``: swift's ``--template`` for the student, likewise."""
+    logit_teacher: str = ""
+    """``COURSE_LOGIT_TEACHER``: the local teacher whose log-probs notebook 08 uses (scoring, GKD); a hub id or
+    folder with the student's tokenizer. Empty for the profile's default."""
+
+    @property
+    def student_model(self) -> str:
+        """The student: ``COURSE_STUDENT``, else the profile's (the bundled SmolLM2 offline, Qwen2.5-1.5B on gpu)."""
+        return self.student or self.profile.student_model
 
     @property
     def task_key(self) -> str:
@@ -299,7 +314,7 @@ class Settings:
             "task": self.task,
             "size": self.size,
             "workspace": str(self.workspace),
-            "student": self.profile.student_model,
+            "student": self.student_model,
             "device": self.profile.device,
             "teacher": (f"{teacher.model} @ {teacher.base_url} (key {teacher.api_key})"
                         if teacher else "local swift deploy of the student (started on demand)"),
@@ -352,4 +367,7 @@ def get_settings(env: dict[str, str] | None = None, *, apply_env: bool = True) -
         apply_profile_env(profile)
     task = (env.get(TASK_ENV) or "math").strip()
     return Settings(profile=profile, workspace=workspace, teacher=teacher_from_env(env), size=size,  # type: ignore[arg-type]
-                    task=task)
+                    task=task, student=(env.get(STUDENT_ENV) or "").strip(),
+                    student_model_type=(env.get(STUDENT_TYPE_ENV) or "").strip(),
+                    student_template=(env.get(STUDENT_TEMPLATE_ENV) or "").strip(),
+                    logit_teacher=(env.get(LOGIT_TEACHER_ENV) or "").strip())

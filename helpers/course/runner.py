@@ -103,7 +103,7 @@ def execute_notebook(path: Path, out_path: Path, timeout: int = 3600) -> Noteboo
 
 KEY_NUMBERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("teacher samples generated", "02_generate_data", ("samples",)),
-    ("teacher accuracy (3-shot, before verification)", "02_generate_data", ("teacher_accuracy",)),
+    ("teacher accuracy (few-shot, before verification)", "02_generate_data", ("teacher_accuracy",)),
     ("samples verified", "03_curate_dataset", ("verified",)),
     ("training rows kept", "03_curate_dataset", ("train_rows",)),
     ("training loss, first step", "04_lora_sft", ("loss_first",)),

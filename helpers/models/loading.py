@@ -56,11 +56,12 @@ def serving_precision(settings: Settings, *, cpuinfo: str | None = None,
     return dtype, ("eager" if dtype == "bfloat16" else None)
 
 
-def load_model(path: str | Path, settings: Settings | None = None, *, for_inference: bool = False) -> Any:
+def load_model(path: str | Path, settings: Settings | None = None, *, for_inference: bool = False,
+               dtype: str | None = None) -> Any:
     """A causal LM on the profile's device, in eval mode.
 
     In the profile's dtype by default (what training used: the merge check compares
-    like with like). ``for_inference=True`` loads it the way the local server runs
+    like with like; ``dtype`` forces another). ``for_inference=True`` loads it the way the local server runs
     models (:func:`serving_precision`: bfloat16 on CPUs that compute it
     natively), for evaluations and chats where only speed changes.
     """
@@ -68,8 +69,8 @@ def load_model(path: str | Path, settings: Settings | None = None, *, for_infere
     from transformers import AutoModelForCausalLM
 
     settings = settings or get_settings()
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, settings.profile.torch_dtype)}
-    if for_inference:
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype or settings.profile.torch_dtype)}
+    if for_inference and dtype is None:
         dtype, attention = serving_precision(settings)
         kwargs["dtype"] = getattr(torch, dtype)
         if attention:
@@ -79,11 +80,11 @@ def load_model(path: str | Path, settings: Settings | None = None, *, for_infere
 
 
 def load_with_adapter(base: str | Path, checkpoint: str | Path, settings: Settings | None = None, *,
-                      for_inference: bool = False) -> Any:
+                      for_inference: bool = False, dtype: str | None = None) -> Any:
     """The base model with the LoRA adapter applied by peft, *not* merged."""
     from peft import PeftModel
 
-    model = load_model(base, settings, for_inference=for_inference)
+    model = load_model(base, settings, for_inference=for_inference, dtype=dtype)
     return PeftModel.from_pretrained(model, str(checkpoint)).eval()
 
 

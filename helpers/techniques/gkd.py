@@ -32,11 +32,10 @@ from ..train.config import TrainConfig, bool_arg, default_config, num_arg
 from ..train.runlog import LivePlot
 from ..train.runner import TrainResult, train
 
-GPU_TEACHER_MODEL = "Qwen/Qwen2.5-7B-Instruct"
-"""The gpu profile's GKD teacher: same tokenizer as the Qwen2.5-1.5B-Instruct student."""
-
-OFFLINE_TEACHER_TYPE = "llama"
-"""swift's model type for a SmolLM2 folder (SmolLM2 is not in swift's model registry)."""
+GPU_TEACHER_MODEL = "Qwen/Qwen2.5-3B-Instruct"
+"""The gpu profile's default log-prob teacher (scoring, GKD): the student's tokenizer, and with the
+1.5B student it fits one 24 GB card (see :func:`gkd_memory_estimate`). ``COURSE_LOGIT_TEACHER``
+chooses another, e.g. Qwen/Qwen2.5-7B-Instruct on a 40 GB+ card."""
 
 DEPENDENCIES: tuple[tuple[str, str, str, bool], ...] = (
     ("msgspec", "msgspec", "importing swift's GKD/GRPO trainers (swift/rlhf_trainers/utils.py); "
@@ -205,6 +204,38 @@ def offline_teacher(settings: Settings | None = None) -> Path:
     return path
 
 
+def logit_teacher(settings: Settings | None = None) -> str:
+    """The GKD teacher: ``COURSE_LOGIT_TEACHER``, else :data:`GPU_TEACHER_MODEL` (gpu) or notebook 05's merged model."""
+    settings = settings or get_settings()
+    if settings.logit_teacher:
+        return settings.logit_teacher
+    return GPU_TEACHER_MODEL if settings.profile.name == "gpu" else str(offline_teacher(settings))
+
+
+def gkd_memory_estimate(config: "GKDConfig", *, student_b: float, teacher_b: float, vocab: int,
+                        hidden: int, layers: int, bytes_per_param: int = 2) -> pd.DataFrame:
+    """GPU memory (GiB) of a GKD run, part by part: an estimate to compare with the card, not a measurement.
+
+    Weights of both models, the LoRA optimizer state, the full-vocabulary logits of student and
+    teacher in float32 for one micro-batch (the JSD loss keeps a few copies: ×3), and the
+    checkpointed activations of the student; plus ~1.5 GiB of CUDA context and allocator slack.
+    """
+    gib = 1024 ** 3
+    tokens = config.per_device_train_batch_size * config.max_length
+    lora = 2 * config.lora_rank * hidden * 7 * layers  # all-linear: ~7 projections per layer
+    parts = {
+        "student weights": student_b * 1e9 * bytes_per_param,
+        "teacher weights": 0.0 if config.offload_teacher_model else teacher_b * 1e9 * bytes_per_param,
+        "LoRA weights, grads, Adam": lora * (4 + 4 + 8),
+        "logits (student + teacher, fp32, x3)": tokens * vocab * 4 * 2 * 3,
+        "activations (checkpointed)": tokens * hidden * layers * bytes_per_param * 2,
+        "CUDA context and slack": 1.5 * gib,
+    }
+    table = pd.DataFrame({"GiB": {k: v / gib for k, v in parts.items()}})
+    table.loc["total"] = table["GiB"].sum()
+    return table.round(1)
+
+
 def gkd_config(settings: Settings | None = None, *, teacher_model: str | Path | None = None,
                train_file: str | Path | None = None, model: str | Path | None = None,
                output_dir: str | Path | None = None, **overrides: Any) -> GKDConfig:
@@ -218,21 +249,26 @@ def gkd_config(settings: Settings | None = None, *, teacher_model: str | Path | 
       ``beta 0.5``, ``lmbda 0.5``, ``temperature 0.9``, 64 completion tokens, batch 1, 8 steps
       (CPU time: generating is memory-bound, ~5-10 tokens/s for a 135M model on one core, so
       an on-policy step costs 10-20 s, a dataset step a few seconds);
-    * **gpu**: teacher = :data:`GPU_TEACHER_MODEL` (Qwen2.5-7B-Instruct, swift downloads it),
-      the same GKD settings, 1024 completion tokens, notebook 04's batch (2 x 8) and epochs;
+    * **gpu**: teacher = :func:`logit_teacher` (Qwen2.5-3B-Instruct unless ``COURSE_LOGIT_TEACHER``),
+      sized for one 24 GB card: 2,048-token rows, 512 completion tokens, batch 1 x 16, at most 300 steps;
     * **smoke** (either profile): 3 steps, batch 1, 32 completion tokens.
     """
     settings = settings or get_settings()
     gpu = settings.profile.name == "gpu"
     if teacher_model is None:
-        teacher_model = GPU_TEACHER_MODEL if gpu else offline_teacher(settings)
+        teacher_model = logit_teacher(settings)
+    from ..models.student import swift_model_args
+
+    teacher_args = swift_model_args(teacher_model, settings)
     base = default_config(settings, train_file=train_file, model=model,
                           output_dir=output_dir or default_gkd_dir(settings) / "gkd", val_dataset=(),
                           report_to=("none",), swanlab_exp_name=None)
     gkd: dict[str, Any] = dict(teacher_model=str(teacher_model),
-                               teacher_model_type=None if gpu else OFFLINE_TEACHER_TYPE,
-                               beta=0.5, lmbda=0.5, temperature=0.9, max_completion_length=1024)
-    sizing: dict[str, Any] = {} if gpu else dict(max_steps=8, per_device_train_batch_size=1, max_completion_length=64)
+                               teacher_model_type=teacher_args[1] if teacher_args else None,
+                               beta=0.5, lmbda=0.5, temperature=0.9, max_completion_length=512)
+    sizing: dict[str, Any] = (dict(max_length=2048, per_device_train_batch_size=1, gradient_accumulation_steps=16,
+                                   max_steps=300) if gpu else
+                              dict(max_steps=8, per_device_train_batch_size=1, max_completion_length=64))
     if settings.smoke:
         sizing = dict(max_steps=3, per_device_train_batch_size=1, max_completion_length=32)
     merged = {**asdict(base), **gkd, **sizing, **overrides}

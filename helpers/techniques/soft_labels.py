@@ -343,22 +343,27 @@ def score_headlines(model_path: str | Path, *, teacher: str | None = None, rows:
 def scoring_teacher(settings: Settings | None = None) -> tuple[Path, str]:
     """The teacher that scores the labels: ``(model folder, display name)``.
 
-    * offline: the course's local teacher, the base SmolLM2-135M-Instruct (notebook 00's
-      converted folder) with the 1-shot classification prompt;
-    * gpu: :data:`helpers.techniques.gkd.GPU_TEACHER_MODEL` (Qwen2.5-7B-Instruct), downloaded from
-      ModelScope once, the same model that teaches in the GKD part of notebook 08.
-      (An API teacher cannot be scored: see the module docstring.)
+    ``COURSE_LOGIT_TEACHER`` (a folder, or a hub id on the gpu profile) when set; else offline the
+    course's local teacher, the base SmolLM2-135M-Instruct with the 1-shot classification prompt,
+    and on gpu :data:`helpers.techniques.gkd.GPU_TEACHER_MODEL`, the teacher of notebook 08's GKD part.
+    (An API teacher cannot be scored: see the module docstring.)
     """
     settings = settings or get_settings()
-    if settings.profile.name == "gpu":
+    from .gkd import GPU_TEACHER_MODEL
+
+    name = settings.logit_teacher or (GPU_TEACHER_MODEL if settings.profile.name == "gpu" else "")
+    if name and Path(name).expanduser().is_dir():
+        return Path(name).expanduser(), name
+    if name:
+        if settings.profile.hub_offline:
+            raise FileNotFoundError(f"COURSE_LOGIT_TEACHER={name!r} is not a local folder and the offline profile "
+                                    "does not reach a hub: give a model folder, or use COURSE_PROFILE=gpu.")
         from modelscope import snapshot_download
 
-        from .gkd import GPU_TEACHER_MODEL
-
-        return Path(snapshot_download(GPU_TEACHER_MODEL)), GPU_TEACHER_MODEL
+        return Path(snapshot_download(name)), name
     from ..models.student import prepare_student
 
-    return prepare_student(settings).path, f"{settings.profile.student_model} (1-shot prompt)"
+    return prepare_student(settings).path, f"{settings.student_model} (1-shot prompt)"
 
 
 # --------------------------------------------------------------------------- the student

@@ -304,16 +304,16 @@ def default_config(settings: Settings | None = None, *, train_file: str | Path |
     if val_file is None:
         candidate = Path(train_file).with_name("val.jsonl")
         val_file = candidate if candidate.is_file() and candidate != Path(train_file) else None
-    if model is None:
-        from ..models.student import student_dir
+    from ..models.student import student_dir, swift_model_args
 
-        model = student_dir(settings)
+    model = overrides.pop("model", model) or student_dir(settings)  # SFT_MODEL=... is an override like any other
     base: dict[str, Any] = dict(
         model=str(model),
         dataset=(str(train_file),),
         val_dataset=(str(val_file),) if val_file else (),
         output_dir=str(output_dir or default_output_dir(settings)),
-        profile_args=(*profile.swift_model_args, *profile.swift_precision_args, *profile.swift_train_hub_args),
+        profile_args=(*swift_model_args(model, settings), *profile.swift_precision_args,
+                      *profile.swift_train_hub_args),
         swanlab_exp_name=f"{profile.name}-{settings.size}",
     )
     if profile.name == "gpu":
