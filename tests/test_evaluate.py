@@ -277,6 +277,19 @@ def test_teacher_rows_are_the_same_items_with_shots(tmp_path):
     assert [m["role"] for m in with_example[0]["messages"]] == ["system", "user", "assistant", "user"]
 
 
+def test_teacher_rows_of_a_task_set_follow_the_task(tmp_path):
+    """The headlines *task* (mixed EN/ZH, seeded draw) is not the English headline probe of the math story."""
+    from helpers.tasks.spec import load_task
+
+    task = load_task("headlines")
+    for langs in (None, ["zh"]):
+        sets = prepare_datasets(tmp_path / str(langs), task=task, n=5, gsm8k=0, headlines=0, seed=3, langs=langs)
+        rows = sets["headlines"].rows
+        teacher = teacher_prompt_rows(sets["headlines"], shots=1)
+        assert [r["id"] for r in teacher] == [r["id"] for r in rows]
+        assert teacher[0]["messages"][-1] == rows[0]["messages"][-1] and len(teacher[0]["messages"]) > 2
+
+
 def test_find_merged_model_is_the_merge_helper():
     from helpers.merge.adapter import latest_merged_model
 

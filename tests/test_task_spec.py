@@ -77,7 +77,11 @@ def test_a_learners_task_file_needs_no_code(tmp_path: Path) -> None:
     ({"prompt": {"system": "user.txt"}}, "'prompt.user' is missing"),
     ({"data": {"input": "text"}}, "'data.file' is missing"),
     ({"data": {"source": "web", "file": "x"}}, "data.source must be one of"),
-    ({"prompt": {"user": "nowhere.txt"}}, "No prompt named 'nowhere.txt'"),
+    ({"prompt": {"user": "nowhere.txt"}}, r"prompt.user 'nowhere.txt' not found: create .*bad/nowhere.txt"),
+    ({"prompt": {"user": "user.txt", "system": "system.txt"}}, r"prompt.system 'system.txt' not found"),
+    ({"prompt": {"user": "user.txt", "exemplar_thinking": "It is {label}."}},
+     r"exemplar_thinking uses \{label\}; it may use only \{input\}, \{reference\}"),
+    ({"prompt": {"user": "user.txt", "exemplar_thinking": "a { brace"}}, r"exemplar_thinking: .*\{\{"),
 ])
 def test_a_bad_task_file_names_the_key(tmp_path: Path, change: dict, message: str) -> None:
     task = {k: v for k, v in {**BASE, **change}.items() if k != "check" or "chek" not in change}
@@ -85,12 +89,21 @@ def test_a_bad_task_file_names_the_key(tmp_path: Path, change: dict, message: st
         load_task(_write_task(tmp_path / "bad", task))
 
 
+def test_a_task_files_outputs_go_under_its_name(tmp_path: Path) -> None:
+    from helpers.core.config import get_settings
+
+    path = _write_task(tmp_path / "folder-name", {**BASE, "name": "sentence kind"})
+    settings = get_settings({"COURSE_TASK": str(path), "COURSE_WORKSPACE": str(tmp_path / "ws")}, apply_env=False)
+    assert settings.task_dir == tmp_path / "ws" / "tasks" / "sentence_kind"
+    assert get_settings({"COURSE_TASK": "headlines"}, apply_env=False).task_key == "headlines"
+
+
 def test_bad_data_rows_name_the_line(tmp_path: Path) -> None:
     bad = load_task(_write_task(tmp_path / "a", BASE, [{"text": "x", "label": "maybe"}]))
     with pytest.raises(TaskFileError, match=r"data.jsonl:1: reference 'maybe' is not one of"):
         bad.items("train")
     empty = load_task(_write_task(tmp_path / "b", BASE, [{"label": "yes"}]))
-    with pytest.raises(TaskFileError, match=r"data.jsonl:1: no text in the field 'text'"):
+    with pytest.raises(TaskFileError, match=r"data.jsonl:1: no text in the field 'text'.*fields \['label'\]"):
         empty.items("test")
     with pytest.raises(FileNotFoundError, match="No task 'nope'"):
         load_task("nope")

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 """The checkout this package lives in (the package is installed in editable mode)."""
 
@@ -251,6 +253,13 @@ class Settings:
     folder with the student's tokenizer. Empty for the profile's default."""
 
     @property
+    def self_teaching(self) -> bool:
+        """The gpu profile without an API teacher: the student would teach itself (refused unless
+        ``COURSE_ALLOW_LOCAL_TEACHER=1``, as on a GPU box with no API for the gpu test suite)."""
+        return (self.profile.name == "gpu" and self.teacher is None
+                and os.environ.get("COURSE_ALLOW_LOCAL_TEACHER", "").strip() != "1")
+
+    @property
     def student_model(self) -> str:
         """The student: ``COURSE_STUDENT``, else the profile's (the bundled SmolLM2 offline, Qwen2.5-1.5B on gpu)."""
         return self.student or self.profile.student_model
@@ -259,7 +268,13 @@ class Settings:
     def task_key(self) -> str:
         """A folder name for the task: its name, or the folder (or stem) of its task file."""
         path = Path(self.task)
-        if path.suffix in (".yaml", ".yml"):
+        if path.suffix in (".yaml", ".yml"):  # the task's own name: where a learner looks for its files
+            try:
+                name = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("name")
+            except (OSError, yaml.YAMLError, AttributeError):
+                name = None
+            if isinstance(name, str) and name.strip():
+                return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip())
             return path.parent.name if path.stem == "task" else path.stem
         return path.name
 

@@ -61,19 +61,31 @@ def _task(args: argparse.Namespace) -> int:
 
     try:
         task = load_task(args.task)
-        train, test = task.items("train"), task.items("test")
+        generated = task.source in ("word_problems", "contracts")  # made on demand, as many as asked for
+        train, test = ([], []) if generated else (task.items("train"), task.items("test"))
         row = task.prompt_rows("train", 1, shots=task.default_shots)[0]
     except (TaskFileError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for key, value in task.summary().items():
         print(f"{key:>14}: {value}")
-    print(f"{'items':>14}: {len(train)} train, {len(test)} test")
+    print(f"{'items':>14}: " + ("generated on demand (train and test use different templates)" if generated
+                                 else f"{len(train)} train, {len(test)} test"))
     print(f"{'checked by':>14}: {row['meta']['check']}")
     print("\nThe teacher's first prompt:")
     for message in row["messages"]:
         print(f"[{message['role']}]\n{message['content']}\n")
     print(f"reference: {row['reference']}")
+    instructions = "\n".join(m["content"] for m in row["messages"] if m["role"] != "assistant")
+    spec = row["meta"]["check"]
+    tags = spec.get("markers") or (["<think>", "<answer>"] if spec["format"] == "think" else [])
+    if missing := [tag for tag in tags if tag not in instructions]:
+        print(f"\nnote: the prompts never mention {', '.join(missing)}. The course does not add format "
+              "instructions: say in system or user prompt how to reply, or the model learns it only from examples.")
+    from ..core.config import get_settings
+
+    where = get_settings({**os.environ, "COURSE_TASK": args.task}, apply_env=False).task_dir
+    print(f"\nRuns write to {where}/ (results: outputs/numbers.json, outputs/eval-*/summary.json and items.csv).")
     return 0
 
 

@@ -107,9 +107,10 @@ def check_profile(settings: Settings) -> list[Check]:
 def check_teacher(settings: Settings, timeout: float = 10.0) -> list[Check]:
     """Is a remote teacher configured and does it answer ``/models``?"""
     teacher = settings.teacher
-    if teacher is None and settings.profile.name == "gpu":
+    if settings.self_teaching:
         return [Check("teacher", "endpoint", "fail", "the gpu profile has no API teacher: the student would teach itself",
-                      "Set TEACHER_BASE_URL, TEACHER_API_KEY and TEACHER_MODEL (or a .env file); see the README.")]
+                      "Set TEACHER_BASE_URL, TEACHER_API_KEY and TEACHER_MODEL (or a .env file); see the README. "
+                      "COURSE_ALLOW_LOCAL_TEACHER=1 serves the student as its own teacher on purpose.")]
     if teacher is None:
         return [Check("teacher", "endpoint", "ok", "none configured: the course starts a local `swift deploy` teacher",
                       "To use an API teacher, set TEACHER_BASE_URL, TEACHER_API_KEY and TEACHER_MODEL (or a .env file).")]

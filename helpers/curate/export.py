@@ -421,9 +421,10 @@ def dataset_card(rows: Sequence[Row], *, source: str, teacher_model: str | None 
     if aligned:
         lines.append(f"Reasoning alignment: {sum(a['rewritten'] for a in aligned)} of "
                      f"{len(aligned)} chains of thought were rewritten for a small student.")
-    lines += ["", "## Length statistics", "", f"Unit: {unit}.", "", _md(lengths),
-              "", "## Difficulty mix (reasoning steps)", "", _md(_mix(rows, "steps")),
-              "", "## Task mix", "", _md(_mix(rows, "task"))]
+    lines += ["", "## Length statistics", "", f"Unit: {unit}.", "", _md(lengths)]
+    if any(field_of(r, "steps") is not None for r in rows):  # generated word problems know their steps
+        lines += ["", "## Difficulty mix (reasoning steps)", "", _md(_mix(rows, "steps"))]
+    lines += ["", "## Task mix", "", _md(_mix(rows, "task"))]
     if notes:
         lines += ["", "## Notes", "", notes.strip()]
     return "\n".join(lines) + "\n"

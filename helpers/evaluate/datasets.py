@@ -161,7 +161,8 @@ def prepare_datasets(data_dir: str | Path, task: Task | None = None, *, n: int =
     if task is not None and task.source != "word_problems":
         if n:
             rows = task.prompt_rows("test", n, seed=seed, shots=0, langs=langs)
-            sets[task.name] = _write_dataset(data_dir / task.name, task.name, rows, task_dataset_spec(task))
+            spec = {**task_dataset_spec(task), "langs": list(langs) if langs else None, "seed": seed}
+            sets[task.name] = _write_dataset(data_dir / task.name, task.name, rows, spec)
     elif n:
         rows = word_problem_rows("test", n, seed=seed, shots=0)
         sets["word_problems"] = _write_dataset(data_dir / "word_problems", "word_problems", rows)
@@ -185,16 +186,16 @@ def teacher_prompt_rows(dataset: EvalDataset, *, shots: int = 0, seed: int = 0) 
     ``shots`` worked examples go before each question (the offline teacher is the small
     model made stronger by examples; an API teacher needs none).
     """
-    if dataset.name == "word_problems":
+    if dataset.spec.get("task_path"):  # a task's own set (the headlines task too): the task's prompts
+        task = load_task(dataset.spec["task_path"])  # drawn as the students' set was: same seed, same languages
+        rows = task.prompt_rows("test", dataset.n, seed=dataset.spec.get("seed", seed), shots=shots,
+                                langs=dataset.spec.get("langs"))
+    elif dataset.name == "word_problems":
         rows = word_problem_rows("test", dataset.n, seed=seed, shots=shots)
     elif dataset.name == "gsm8k":
         rows = gsm8k_rows("test", dataset.n, shots=shots, seed=seed)
     elif dataset.name == "headlines":
         rows = headline_rows("test", exemplar=shots > 0)[:dataset.n]
-    elif dataset.spec.get("task_path"):
-        task = load_task(dataset.spec["task_path"])
-        langs = sorted({r["meta"].get("lang", "en") for r in dataset.rows}) if dataset.rows else None
-        rows = task.prompt_rows("test", dataset.n, seed=seed, shots=shots, langs=langs)
     else:
         rows = list(dataset.rows)
     if [r["id"] for r in rows] != [r["id"] for r in dataset.rows]:

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import random
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,13 @@ class Task:
             return [{"id": c["id"], "input": c["text"], "reference": c["gold"], "split": split,
                      "meta": {"lang": c["lang"], "template_id": c["template_id"], "family": c["family"]}}
                     for c in make_contracts(split, 0 if n is None else n, seed=seed, lang=lang)]  # type: ignore[arg-type]
+        if self.source == "word_problems":
+            from .word_problems import word_problem_rows
+
+            if n is None:
+                raise ValueError(f"{self.name}: word problems are generated: ask for a number of items (n).")
+            return [{"id": r["id"], "input": r["question"], "reference": r["reference"], "split": split,
+                     "meta": r["meta"]} for r in word_problem_rows(split, n, seed=seed, shots=0)]  # type: ignore[arg-type]
         if self.source == "hub":
             from .sources import hub_items
 
@@ -161,7 +169,8 @@ class Task:
                 raise TaskFileError(f"{where}: a data row must be a JSON object.")
             text = raw.get(d.get("input", "input"))
             if not isinstance(text, str) or not text.strip():
-                raise TaskFileError(f"{where}: no text in the field {d.get('input', 'input')!r} (data.input).")
+                raise TaskFileError(f"{where}: no text in the field {d.get('input', 'input')!r} (data.input); "
+                                    f"this row has the fields {sorted(raw)}.")
             reference = raw.get(d.get("reference", "reference"))
             rid = str(raw.get(d.get("id", "id")) or f"{self.name}-{lineno:05d}")
             row_split = raw.get(d.get("split", "split"))
@@ -190,8 +199,12 @@ class Task:
         name = names.get(lang, names.get("", names.get("en")))
         if name is None:
             return None
-        folder = self.folder if (self.folder / str(name)).is_file() else PROMPTS_DIR
-        return load_prompt(str(name), folder)
+        if (self.folder / str(name)).is_file():
+            return load_prompt(str(name), self.folder)
+        if Path(str(name)).suffix or "/" in str(name):  # a file name: it belongs beside the task file
+            raise TaskFileError(f"{self.path}: prompt.{part} {str(name)!r} not found: create "
+                                f"{self.folder / str(name)} beside the task file, or fix the name.")
+        return load_prompt(str(name), PROMPTS_DIR)  # a course prompt by name (math_system)
 
     def _fill(self, template: Any, lang: str, **values: Any) -> str:
         extra = {"labels": self.labels_block(lang), "fields": self.fields_block(lang)}
@@ -265,9 +278,14 @@ class Task:
         template = templates.get(lang, templates.get(""))
         if template is None:
             return ""
-        reference = item["reference"]
-        values = dict(reference) if isinstance(reference, Mapping) else {"reference": reference}
-        return str(template).format(**values, input=item["input"])
+        values = {**self.thinking_placeholders(item["reference"]), "input": item["input"]}
+        return str(template).format(**values)
+
+    def thinking_placeholders(self, reference: Any = None) -> dict[str, Any]:
+        """What ``prompt.exemplar_thinking`` may use: ``{input}``, ``{reference}``, and for ``fields`` each field."""
+        if self.verifier == "fields":
+            return {field: (reference or {}).get(field, "") for field in self.fields}
+        return {"reference": reference}
 
     def shots_for(self, item: Row, pool: Sequence[Row], k: int, rng: random.Random) -> list[dict[str, str]]:
         """``k`` worked user/assistant turns for ``item``: written exemplars, else retrieved train items.
@@ -419,6 +437,16 @@ def load_task(name_or_path: str | Path = "math") -> Task:
     task = Task(name=name, path=path, description=str(raw.get("description", "")).strip(), data=data,
                 prompt=prompt, reply_format=fmt, markers=markers, verifier=verifier, labels=labels, fields=fields,
                 group_by=raw.get("group_by"), evaluation=raw.get("evaluation") or {}, reply=reply)
+    for lang, template in _per_lang(prompt.get("exemplar_thinking")).items():  # unknown {names} fail now
+        allowed = {"input", *task.thinking_placeholders()}
+        try:
+            used = {f for _, f, _, _ in string.Formatter().parse(str(template)) if f is not None}
+        except ValueError as exc:
+            raise TaskFileError(f"{path}: prompt.exemplar_thinking{f'.{lang}' if lang else ''}: {exc} (write a "
+                                "literal brace as {{ or }}).") from None
+        if unknown := sorted(f for f in used if f.split(".")[0].split("[")[0] not in allowed):
+            raise TaskFileError(f"{path}: prompt.exemplar_thinking uses {', '.join('{' + f + '}' for f in unknown)}; "
+                                f"it may use only {', '.join('{' + a + '}' for a in sorted(allowed))}.")
     for part in ("system", "user") if source != "word_problems" else ():  # a missing file fails now
         for lang in _per_lang(prompt.get(part)):
             template = task._template(part, lang or "en")

@@ -86,6 +86,28 @@ def serving_precision_args(settings: Settings, *, cpuinfo: str | None = None,
     return ["--torch_dtype", dtype] + (["--attn_impl", attention] if attention else [])
 
 
+INFER_BACKEND_ENV = "COURSE_INFER_BACKEND"
+
+
+def infer_backend(settings: Settings) -> str:
+    """``vllm`` on a GPU where vLLM is installed (continuous batching, paged attention), else ``transformers``.
+
+    ``COURSE_INFER_BACKEND`` (``transformers`` or ``vllm``) overrides it; the CPU always uses transformers.
+    """
+    import importlib.util
+
+    wanted = os.environ.get(INFER_BACKEND_ENV, "").strip()
+    if wanted and wanted not in ("transformers", "vllm"):
+        raise ValueError(f"{INFER_BACKEND_ENV}={wanted!r} must be 'transformers' or 'vllm'.")
+    if settings.profile.device != "cuda":
+        if wanted == "vllm":
+            raise ValueError(f"{INFER_BACKEND_ENV}=vllm needs a GPU; this profile runs on {settings.profile.device}.")
+        return "transformers"
+    if wanted == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ValueError(f"{INFER_BACKEND_ENV}=vllm but vLLM is not installed: pip install vllm")
+    return wanted or ("vllm" if importlib.util.find_spec("vllm") is not None else "transformers")
+
+
 def deploy_command(
     model_dir: Path | str,
     *,
@@ -102,12 +124,13 @@ def deploy_command(
     ``max_batch_size`` requests are answered together. swift's transformers engine only
     batches requests whose sampling parameters are identical, and a batch lasts as long
     as its longest reply, so clients should send requests alike in parameters together
-    (the batch engine in :mod:`helpers.teacher.engine` does).
+    (the batch engine in :mod:`helpers.teacher.engine` does). On a GPU with vLLM installed
+    the backend is vLLM (:func:`infer_backend`), which batches continuously.
     """
     return [
         "--model", str(model_dir),
         *swift_model_args(model_dir, settings),
-        "--infer_backend", "transformers",
+        "--infer_backend", infer_backend(settings),
         *serving_precision_args(settings),
         "--max_batch_size", str(max_batch_size),
         "--host", host,
@@ -275,5 +298,9 @@ def teacher_endpoint(settings: Settings | None = None) -> tuple[TeacherEndpoint,
     settings = settings or get_settings()
     if settings.teacher is not None:
         return settings.teacher, None
+    if settings.self_teaching:
+        raise RuntimeError("The gpu profile has no API teacher (TEACHER_BASE_URL, TEACHER_API_KEY, TEACHER_MODEL): the "
+                           "student would teach itself. Set them (or a .env file), or COURSE_ALLOW_LOCAL_TEACHER=1 to "
+                           "serve the student as its own teacher on purpose.")
     server = start_local_teacher(settings)
     return server.endpoint, server

@@ -1,0 +1,73 @@
+"""The gpu profile on a real CUDA device, with the bundled student (``make test-gpu``; skipped without CUDA).
+
+A GPU box lent for a few minutes has no hub and no API, so the student is the converted SmolLM2
+folder (``COURSE_STUDENT``) and the teacher is served locally on purpose
+(``COURSE_ALLOW_LOCAL_TEACHER=1``). Covers what only a GPU runs: bfloat16 loading and generation,
+a smoke ``swift sft`` in bfloat16, the merge and its bfloat16 equivalence check, and ``swift deploy``
+with the GPU's inference backend (vLLM where installed).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: run on a GPU machine")]
+
+
+@pytest.fixture(scope="module")
+def gpu(student, tmp_path_factory):
+    from helpers.core.config import get_settings
+
+    workspace = tmp_path_factory.mktemp("gpu-ws")
+    env = {"COURSE_PROFILE": "gpu", "COURSE_SIZE": "smoke", "COURSE_WORKSPACE": str(workspace),
+           "COURSE_STUDENT": str(student), "COURSE_ALLOW_LOCAL_TEACHER": "1"}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        yield get_settings(apply_env=False)
+
+
+def test_student_generates_in_bfloat16_on_cuda(gpu, student):
+    from helpers.models.generation import generate_greedy
+    from helpers.models.loading import load_model, load_tokenizer
+
+    model = load_model(student, gpu)
+    assert model.device.type == "cuda" and model.dtype == torch.bfloat16
+    reply = generate_greedy(model, load_tokenizer(student), [[{"role": "user", "content": "What is 2 + 3?"}]],
+                            max_new_tokens=8)[0]
+    assert reply.ids and reply.text.strip()
+
+
+def test_sft_merge_and_bfloat16_equivalence_on_cuda(gpu, student, tmp_path):
+    from helpers.merge.adapter import merge_adapter
+    from helpers.merge.equivalence import check_equivalence
+    from helpers.train.config import default_config
+    from helpers.train.runner import train
+
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                          {"role": "assistant", "content": f"<think>{i} + 1 = {i + 1}</think>\n<answer>"
+                                                           f"\\boxed{{{i + 1}}}</answer>"}]} for i in range(8)]
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = default_config(gpu, train_file=train_file, output_dir=tmp_path / "run")
+    assert "--torch_dtype" in config.args() and config.args()[config.args().index("--torch_dtype") + 1] == "bfloat16"
+    result = train(config, settings=gpu)
+    assert result.returncode == 0 and result.last_checkpoint is not None, result.console_log.read_text()[-2000:]
+    merged = merge_adapter(result.last_checkpoint, settings=gpu)
+    report = check_equivalence(student, result.last_checkpoint, merged.path, ["What is 4 + 1?", "What is 7 + 1?"],
+                               settings=gpu, max_new_tokens=16)
+    assert report.ok and report.dtype == "bfloat16", report.table()
+
+
+def test_swift_deploy_serves_on_cuda(gpu, student):
+    from helpers.teacher.client import chat
+    from helpers.teacher.server import LocalServer, infer_backend
+
+    with LocalServer(student, settings=gpu) as server:
+        reply = chat(server.endpoint, "What is 2 + 3?", max_tokens=8)
+    assert reply.raw.strip(), f"no reply from swift deploy ({infer_backend(gpu)})"
