@@ -6,6 +6,7 @@ Commands:
   serve              run the local teacher until Ctrl+C
   generate ...       batch generation with the teacher (see ``generate --help``)
   task TASK          check a task file and show what the teacher will be asked
+  outputs check      the committed notebook outputs match the code (refresh RUN_DIR, clear)
   run-course         execute every notebook headless into a run folder
   i18n ...           status / stub / build of the Chinese notebooks (see ``i18n --help``)
 """
@@ -95,6 +96,27 @@ def _run_course(args: argparse.Namespace) -> int:
     return 0 if run_course(timeout=args.timeout, start=args.start).ok else 1
 
 
+def _outputs(args: argparse.Namespace) -> int:
+    from . import outputs
+
+    if args.action == "refresh":
+        if not args.run:
+            print("error: give the run folder: python -m helpers outputs refresh workspace/runs/course-...",
+                  file=sys.stderr)
+            return 2
+        for item in outputs.refresh(args.run):
+            print(f"{item.notebook}: {item.outputs} outputs, {item.kilobytes:.0f} kB")
+        return 0
+    if args.action == "clear":
+        print("cleared:", ", ".join(outputs.clear()) or "nothing stale")
+        return 0
+    problems = outputs.stale()
+    for problem in problems:
+        print(problem)
+    print("outputs up to date" if not problems else f"{len(problems)} notebook(s) with stale outputs")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "generate":  # the engine has its own argument parser
@@ -125,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     p.add_argument("--start", metavar="NN", help="start at this notebook (e.g. 04), reusing the workspace")
     p.set_defaults(func=_run_course)
+    p = sub.add_parser("outputs", help="committed notebook outputs: check | refresh RUN_DIR | clear (stale ones)")
+    p.add_argument("action", choices=["check", "refresh", "clear"])
+    p.add_argument("run", nargs="?", help="refresh: the course run folder (workspace/runs/course-...)")
+    p.set_defaults(func=_outputs)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
