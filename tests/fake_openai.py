@@ -10,6 +10,7 @@ purpose, deterministically, when the LAST user message contains directives:
 ``[[badshape:k]]``  the first k requests get HTTP 200 with valid JSON but no ``choices``
 ``[[400]]``         every request gets HTTP 400 (a non-retryable client error)
 ``[[trunc]]``       the reply is cut: ``finish_reason`` is ``"length"`` and ``</think>`` is missing
+``[[fits:N]]``      like ``[[trunc]]`` while the token limit is below N, a whole reply from N on
 ``[[reasoning]]``   the chain of thought comes in a separate ``reasoning_content`` field
 ``[[answer:X]]``    the boxed answer is X (default 7)
 
@@ -66,17 +67,21 @@ class FakeOpenAI:
         The ``Retry-After`` header sent with 429s (seconds, as a string).
     reject_stream_options:
         Answer 400 to requests with ``stream_options`` (as some older servers do).
+    unsupported:
+        Parameters answered with OpenAI's reasoning-model 400s (``max_tokens``: "Unsupported
+        parameter ... Use 'max_completion_tokens' instead"; ``temperature``: "Unsupported value").
     """
 
     def __init__(self, *, api_key: str | None = None, delay_s: float = 0.0, slow_s: float = 1.0,
                  retry_after: str = "0.05", model: str = "fake-teacher",
-                 reject_stream_options: bool = False) -> None:
+                 reject_stream_options: bool = False, unsupported: frozenset[str] = frozenset()) -> None:
         self.api_key = api_key
         self.delay_s = delay_s
         self.slow_s = slow_s
         self.retry_after = retry_after
         self.model = model
         self.reject_stream_options = reject_stream_options
+        self.unsupported = frozenset(unsupported)
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.prompt_counts: Counter[str] = Counter()
@@ -156,7 +161,8 @@ class FakeOpenAI:
     def completion(self, body: dict[str, Any], d: dict[str, str]) -> dict[str, Any]:
         answer = d.get("answer") or "7"
         thinking = f"I add the numbers carefully and get {answer}."
-        truncated = "trunc" in d
+        limit = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        truncated = "trunc" in d or ("fits" in d and limit < int(d["fits"] or 0))
         if "reasoning" in d:
             reasoning, content = thinking, f"The result is \\boxed{{{answer}}}."
         elif truncated:
@@ -164,7 +170,7 @@ class FakeOpenAI:
         else:
             reasoning, content = None, f"<think>{thinking}</think>\n<answer>\\boxed{{{answer}}}</answer>"
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-        completion_tokens = int(body.get("max_tokens") or 16) if truncated else len(
+        completion_tokens = limit if truncated else len(
             ((reasoning or "") + " " + content).split())
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning is not None:
@@ -202,6 +208,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps({"error": {"message": message, "type": "fake_error", "code": status}})
         self._send(status, payload.encode(), headers)
+
+    def _unsupported(self, param: str, value: Any) -> None:
+        """OpenAI's 400 for a parameter a reasoning model does not take (o1, o3, gpt-5)."""
+        if param == "max_tokens":
+            message = ("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                       "Use 'max_completion_tokens' instead.")
+            code = "unsupported_parameter"
+        elif param == "temperature":
+            message = (f"Unsupported value: 'temperature' does not support {value} with this model. "
+                       "Only the default (1) value is supported.")
+            code = "unsupported_value"
+        else:
+            message, code = f"Unsupported parameter: '{param}' is not supported with this model.", "unsupported_parameter"
+        payload = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+        self._send(400, json.dumps(payload).encode())
 
     def _authorised(self) -> bool:
         """Like real providers: a wrong or missing key gets a 401 that echoes it (secrets must be masked)."""
@@ -245,8 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
 
         if fake.delay_s:
             time.sleep(fake.delay_s)
+        rejected = sorted(p for p in fake.unsupported if p in body)
         if "400" in d:
             self._error(400, "This model's maximum context length is exceeded (fake 400).")
+        elif rejected:
+            self._unsupported(rejected[0], body[rejected[0]])
         elif fake.reject_stream_options and "stream_options" in body:
             self._error(400, "unknown field: stream_options")
         elif first("429"):

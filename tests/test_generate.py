@@ -207,6 +207,8 @@ def test_faults_end_with_one_result_per_sample(fake: FakeOpenAI, tmp_path: Path)
     assert len(row["request_key"]) == 64 and row["model"] == "fake-teacher" and row["error"] is None
     assert by_key[("reasoner", 0)]["reply"]["thinking"] == "I add the numbers carefully and get 7."
     assert by_key[("cut", 0)]["reply"]["finish_reason"] == "length"
+    assert by_key[("cut", 0)]["max_tokens_used"] == 64 and by_key[("cut", 0)]["params"]["max_tokens"] == 32
+    assert summary.extended == 2
 
     # how many requests each fault cost
     seen = requests_by(fake)
@@ -219,6 +221,7 @@ def test_faults_end_with_one_result_per_sample(fake: FakeOpenAI, tmp_path: Path)
         assert seen[(FAULTS["rejected"], t)] == 1    # 400 is not retried
         assert seen[(FAULTS["broken"], t)] == 4      # max_attempts, then give up
         assert seen[(FAULTS["plain"], t)] == 1
+        assert seen[(FAULTS["cut"], t)] == 2         # cut off, asked again with twice the limit, cut again
     assert by_key[("rate", 0)]["attempts"] == 3
     assert "HTTP 400" in by_key[("rejected", 0)]["error"]
     assert "gave up after 4 attempts" in by_key[("broken", 1)]["error"]
@@ -540,13 +543,13 @@ def test_ask_many_returns_replies_in_order_and_resumes(fake: FakeOpenAI, tmp_pat
              [{"role": "user", "content": "three [[trunc]]"}], [{"role": "user", "content": "one [[answer:1]]"}]]
     log = tmp_path / "calls.jsonl"
     replies = ask_many(chats, config_for(fake, cache_dir=tmp_path / "cache"), log)
-    assert fake.total_requests == 3  # the repeated chat is asked once
+    assert fake.total_requests == 4  # the repeated chat is asked once; the cut-off one again, longer
     assert "\\boxed{1}" in replies[0].raw and replies[3].raw == replies[0].raw
     assert isinstance(replies[1], TeacherError) and "HTTP 400" in str(replies[1])
     assert replies[2].truncated
     again = batch_chat(endpoint_for(fake), log, max_tokens=32, progress=False, concurrency=4,
                        backoff_base_s=0.01)(chats)
-    assert fake.total_requests == 4  # only the failed chat is asked again: the log holds the rest
+    assert fake.total_requests == 5  # only the failed chat is asked again: the log holds the rest
     assert [r.raw for r in again if not isinstance(r, Exception)] == [replies[0].raw, replies[2].raw, replies[0].raw]
     assert ask_many([], config_for(fake), log) == []
     with pytest.raises(ValueError, match="n_samples=1"):

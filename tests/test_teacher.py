@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_openai import FakeOpenAI  # noqa: E402
 
 from helpers.core.config import Secret, TeacherEndpoint  # noqa: E402
+from helpers.teacher.quirks import forget_adaptations  # noqa: E402
 from helpers.teacher.client import (
     TeacherError,
     TeacherReply,
@@ -187,6 +188,7 @@ def test_stream_falls_back_when_stream_options_are_rejected(endpoint: TeacherEnd
         reply = stream_chat(endpoint, "old server [[answer:5]]", max_retries=0)
     finally:
         fake.reject_stream_options = False
+        forget_adaptations()  # the fake's endpoint learned to leave stream_options out
     assert reply.boxed == "5" and reply.usage == Usage(0, 0, 0)
     assert fake.total_requests - before == 2
     assert "stream_options" not in fake.bodies[-1]

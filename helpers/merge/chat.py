@@ -7,6 +7,7 @@ A *responder* is a model as a function ``question -> reply text``:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from ..models.loading import load_model, load_tokenizer
 from ..tasks.checks import check_row
 from ..tasks.math import math_messages
 from ..teacher.client import chat
-from ..teacher.parsing import split_thinking
+from ..teacher.parsing import BOXED_START, match_braces, split_thinking
 
 Message = dict[str, str]
 
@@ -122,31 +123,79 @@ def format_side_by_side(table: pd.DataFrame, width: int = 100, max_reply_chars: 
     return "\n".join(out)
 
 
+BOXED_STYLE = "border:1.5px solid currentColor;border-radius:3px;padding:0 0.3em;font-weight:bold"
+
+
+def boxed_html(text: str) -> str:
+    r"""``text`` as HTML (escaped) with each ``\boxed{...}`` drawn as a framed bold answer.
+
+    ``"so \boxed{12}."`` -> ``"so <b class='boxed-answer' ...>12</b>."``: the widget shows the
+    answer the way the model marked it instead of the raw LaTeX command. Nested braces are
+    kept inside the box (``\boxed{\frac{1}{2}}`` shows ``\frac{1}{2}``, a box in a box is drawn too); a box that is never
+    closed (a cut-off reply) stays as it was written.
+    """
+    import html
+
+    out: list[str] = []
+    pos = 0
+    for match in BOXED_START.finditer(text):
+        if match.start() < pos:  # inside a box already drawn
+            continue
+        if match.group(1) is None:  # "\boxed 5": the next token is the content
+            token = re.match(r"[^\s$\\{}]+", text[match.end():])
+            if token is None:
+                continue
+            content, end = token.group(0), match.end() + token.end()
+        else:
+            close = match_braces(text, match.end() - 1)
+            if close is None:
+                continue
+            content, end = text[match.end():close].strip(), close + 1
+        out.append(html.escape(text[pos:match.start()]))
+        out.append(f"<b class='boxed-answer' style='{BOXED_STYLE}'>{boxed_html(content)}</b>")
+        pos = end
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
+
+
+# Reply text wraps inside its column, long unbroken tokens (formulas, URLs) included, so a
+# column never spills into its neighbour or makes the row scroll sideways.
+_TEXT_STYLE = "white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.45"
+
+
 def chat_view(responders: Mapping[str, Responder], question: str = "") -> Any:
     """An ipywidgets view: a text box, an Ask button, one column per model.
 
-    Each column shows the reply (``<think>`` in grey) and the answer read from
-    it. Answers are computed one model after the other when Ask is pressed.
+    Each column shows the reply (``<think>`` in grey, ``\\boxed{}`` drawn as a framed
+    answer) and the answer read from it. Answers are computed one model after the
+    other when Ask is pressed. The columns share the width of the output (no
+    horizontal scrollbar) and the long text in them wraps.
     """
     import html
 
     import ipywidgets as widgets
 
+    # width "auto" in a VBox: the full width less the widget margins (100% + margins scrolls sideways)
     box = widgets.Textarea(value=question, placeholder="Ask a math word problem…",
-                           layout=widgets.Layout(width="100%", height="70px"))
-    button = widgets.Button(description="Ask all models", button_style="primary")
+                           layout=widgets.Layout(width="auto", height="70px"))
+    # width "auto": the default fixed button width cuts a longer label off ("Ask all mo…");
+    # align_self: as wide as its label, not stretched across the VBox
+    button = widgets.Button(description="Ask all models", button_style="primary",
+                            layout=widgets.Layout(width="auto", min_width="148px", align_self="flex-start"))
+    # flex 1 1 0 + min_width 0: equal columns that shrink to fit instead of overflowing the row
     columns = {name: widgets.HTML(value=f"<b>{html.escape(name)}</b>",
-                                  layout=widgets.Layout(width=f"{100 // max(len(responders), 1) - 1}%",
-                                                        border="1px solid #ddd", padding="6px"))
+                                  layout=widgets.Layout(flex="1 1 0", min_width="0", border="1px solid #ddd",
+                                                        padding="6px", overflow="hidden"))
                for name in responders}
 
     def render(name: str, reply: str, seconds: float) -> str:
         parsed = split_thinking(reply, expect_boxed=False)
-        thinking = (f"<div style='color:#888;white-space:pre-wrap'>{html.escape(parsed.thinking)}</div>"
+        thinking = (f"<div style='color:#888;{_TEXT_STYLE}'>{boxed_html(parsed.thinking)}</div>"
                     if parsed.thinking else "")
         prediction, _ = grade(reply, None)
-        return (f"<b>{html.escape(name)}</b> <small>({seconds:.1f} s, answer: {html.escape(str(prediction))})</small>"
-                f"{thinking}<div style='white-space:pre-wrap'>{html.escape(parsed.answer)}</div>")
+        return (f"<div style='{_TEXT_STYLE.replace('pre-wrap', 'normal')}'><b>{html.escape(name)}</b> "
+                f"<small>({seconds:.1f} s, answer: {html.escape(str(prediction))})</small></div>"
+                f"{thinking}<div style='{_TEXT_STYLE}'>{boxed_html(parsed.answer)}</div>")
 
     def ask(_: Any = None) -> None:
         text = box.value.strip()

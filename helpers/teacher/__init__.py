@@ -1,1 +1,2 @@
-"""The teacher: prompt files, one chat call, the batch engine for many calls, reply parsing, the local server."""
+"""The teacher: prompt files, one chat call, the engine for many calls (or a Batch API), API quirks, reply parsing,
+the local server."""

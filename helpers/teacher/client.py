@@ -31,6 +31,7 @@ import openai
 
 from ..core.config import TeacherEndpoint, mask_secrets
 from .parsing import extract_boxed, split_thinking
+from .quirks import adapt_to_error, default_max_tokens, shape_request
 
 Messages = Sequence[Mapping[str, Any]] | str
 DeltaKind = Literal["reasoning", "content"]
@@ -217,13 +218,21 @@ def check_messages(messages: Messages) -> list[dict[str, Any]]:
 
 
 def build_request(endpoint: TeacherEndpoint, messages: Messages, *, temperature: float = 0.0,
-                  max_tokens: int = 512, top_p: float | None = None, seed: int | None = None,
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  max_tokens: int | None = None, top_p: float | None = None, seed: int | None = None,
+                  extra: Mapping[str, Any] | None = None,
+                  thinking_budget: int | None = None) -> dict[str, Any]:
     """Keyword arguments for ``client.chat.completions.create`` (no secrets in them).
 
     ``extra`` goes to ``extra_body``: server-specific options such as
-    ``{"top_k": 20}`` or ``{"enable_thinking": False}``.
+    ``{"top_k": 20}`` or ``{"enable_thinking": False}``. ``max_tokens=None`` takes the
+    model's default (:func:`~helpers.teacher.quirks.default_max_tokens`: 8192 for an
+    R1-style reasoner). The request is shaped for the endpoint's API
+    (:func:`~helpers.teacher.quirks.shape_request`): ``max_completion_tokens`` for
+    OpenAI reasoning models, rejected parameters left out, a thinking budget where
+    the API takes one (``thinking_budget``, else 3/4 of the limit).
     """
+    if max_tokens is None:
+        max_tokens = default_max_tokens(endpoint)
     if not 0.0 <= float(temperature) <= 2.0:
         raise ValueError(f"temperature must be between 0 and 2, got {temperature}")
     if int(max_tokens) < 1:
@@ -240,7 +249,7 @@ def build_request(endpoint: TeacherEndpoint, messages: Messages, *, temperature:
         kwargs["seed"] = int(seed)
     if extra:
         kwargs["extra_body"] = dict(extra)
-    return kwargs
+    return shape_request(endpoint, kwargs, budget=thinking_budget)
 
 
 # --------------------------------------------------------------------------- errors
@@ -262,6 +271,8 @@ class ErrorInfo:
     status: int | None = None
     retry_after: float | None = None
     """Seconds the server asked us to wait (``Retry-After``), when it said so."""
+    unreachable: bool = False
+    """No connection at all (refused, DNS, reset): the server is down or the URL is wrong."""
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -304,9 +315,10 @@ def classify_error(exc: BaseException, endpoint: TeacherEndpoint | None = None,
                    timeout_s: float | None = None) -> ErrorInfo:
     """Decide whether a failed request is worth retrying, and describe it safely.
 
-    Retryable: HTTP 408, 409, 429 and 5xx, timeouts, connection errors and
-    malformed bodies. Not retryable: other 4xx (400, 422 ...). Fatal for the
-    whole run: 401 (wrong key), 403 (no access) and 404 (wrong model or URL).
+    Retryable: HTTP 408, 409, 429 and 5xx, timeouts, connection errors (marked
+    ``unreachable``: the engine stops after a few in a row) and malformed bodies.
+    Not retryable: other 4xx (400, 422 ...). Fatal for the whole run: 401 (wrong
+    key), 403 (no access) and 404 (wrong model or URL).
     """
     where = f" from {endpoint.base_url}" if endpoint else ""
     if isinstance(exc, openai.APIStatusError):
@@ -338,7 +350,7 @@ def classify_error(exc: BaseException, endpoint: TeacherEndpoint | None = None,
         return ErrorInfo(mask_secrets(f"request timed out{limit}{where}"), retryable=True)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
-        return ErrorInfo(mask_secrets(f"could not connect{where}: {cause}"), retryable=True)
+        return ErrorInfo(mask_secrets(f"could not connect{where}: {cause}"), retryable=True, unreachable=True)
     if isinstance(exc, (openai.APIResponseValidationError, MalformedReplyError, json.JSONDecodeError)):
         return ErrorInfo(mask_secrets(f"malformed reply{where}: {exc}"), retryable=True)
     return ErrorInfo(mask_secrets(f"unexpected error{where}: {type(exc).__name__}: {exc}"),
@@ -363,7 +375,9 @@ def reply_text(item: "TeacherReply | str | BaseException | None") -> tuple[str |
     """``(text, error)`` of one answer of a batch call: a reply's raw text, or ``None`` and why it failed.
 
     Stages that take a batch chat function accept a :class:`TeacherReply`, a plain
-    string (handy in tests and exercises) or an exception for a failed call.
+    string (handy in tests and exercises) or an exception for a failed call. The text is
+    the message content as sent: thinking that came in ``reasoning_content`` is not in it
+    (stages parse answers and verdicts); it stays in :attr:`TeacherReply.thinking`.
     """
     if isinstance(item, TeacherReply):
         return item.raw, ""
@@ -381,23 +395,45 @@ def _client(endpoint: TeacherEndpoint, timeout: float, max_retries: int) -> open
     return openai.OpenAI(**endpoint.client_kwargs(), timeout=timeout, max_retries=max_retries)
 
 
+def _create(client: openai.OpenAI, endpoint: TeacherEndpoint, kwargs: dict[str, Any]) -> Any:
+    """``chat.completions.create``, sent again (up to 3 times) with the parameter a 400 names as unsupported."""
+    for _ in range(3):
+        try:
+            return client.chat.completions.create(**kwargs)
+        except openai.BadRequestError as exc:
+            adapted = adapt_to_error(endpoint, kwargs, exc)
+            if adapted is None:
+                raise
+            kwargs.clear()
+            kwargs.update(adapted)
+    return client.chat.completions.create(**kwargs)
+
+
 def chat(endpoint: TeacherEndpoint, messages: Messages, *, temperature: float = 0.0,
-         max_tokens: int = 512, top_p: float | None = None, seed: int | None = None,
+         max_tokens: int | None = None, top_p: float | None = None, seed: int | None = None,
          extra: Mapping[str, Any] | None = None, timeout: float = 300.0,
          max_retries: int = 2) -> TeacherReply:
     """Send one chat and wait for the whole reply.
 
     ``messages`` is a list of ``{"role", "content"}`` dicts or a plain user string.
     ``max_retries`` is the SDK's own retry count for 429/5xx (use the batch engine
-    for bulk work). Raises :class:`TeacherError` with a masked, explanatory message.
+    for bulk work). A 400 naming an unsupported parameter is adapted to once
+    (:func:`~helpers.teacher.quirks.adapt_request`); an API that thinks only when
+    streamed is streamed. Raises :class:`TeacherError` with a masked, explanatory message.
     """
     kwargs = build_request(endpoint, messages, temperature=temperature, max_tokens=max_tokens,
                            top_p=top_p, seed=seed, extra=extra)
     start = time.perf_counter()
     try:
         with _client(endpoint, timeout, max_retries) as client:
-            completion = client.chat.completions.create(**kwargs)
-            return reply_from_completion(completion, time.perf_counter() - start, endpoint.model)
+            completion = _create(client, endpoint, kwargs)
+            if not kwargs.get("stream"):
+                return reply_from_completion(completion, time.perf_counter() - start, endpoint.model)
+            assembler = StreamAssembler(None)
+            with completion:
+                for chunk in completion:
+                    assembler.feed(chunk)
+            return assembler.reply(start, time.perf_counter(), endpoint.model)
     except _CALL_ERRORS as exc:
         raise TeacherError(classify_error(exc, endpoint, timeout)) from None
 
@@ -410,8 +446,8 @@ def print_delta(delta: str, kind: DeltaKind) -> None:
         print(delta, end="", flush=True)
 
 
-class _StreamAssembler:
-    """Collects stream chunks into the pieces :func:`normalize_reply` needs."""
+class StreamAssembler:
+    """Collects stream chunks (sync or async stream alike) into one :class:`TeacherReply`."""
 
     def __init__(self, on_token: Callable[[str, DeltaKind], None] | None) -> None:
         self.on_token = on_token
@@ -442,9 +478,15 @@ class _StreamAssembler:
                     if self.on_token is not None:
                         self.on_token(text, kind)  # type: ignore[arg-type]
 
+    def reply(self, start: float, end: float, model: str | None) -> TeacherReply:
+        """The assembled reply, normalised exactly like a non-streamed one (times from ``perf_counter``)."""
+        first = None if self.first_token_at is None else self.first_token_at - start
+        return normalize_reply("".join(self.content), "".join(self.reasoning) or None, self.finish_reason,
+                               self.usage, end - start, self.model or model, first_token_s=first)
+
 
 def stream_chat(endpoint: TeacherEndpoint, messages: Messages, *, temperature: float = 0.0,
-                max_tokens: int = 512, top_p: float | None = None, seed: int | None = None,
+                max_tokens: int | None = None, top_p: float | None = None, seed: int | None = None,
                 extra: Mapping[str, Any] | None = None, timeout: float = 300.0,
                 max_retries: int = 2, include_usage: bool = True,
                 on_token: Callable[[str, DeltaKind], None] | None = None) -> TeacherReply:
@@ -462,12 +504,12 @@ def stream_chat(endpoint: TeacherEndpoint, messages: Messages, *, temperature: f
     kwargs["stream"] = True
     if include_usage:
         kwargs["stream_options"] = {"include_usage": True}
-    assembler = _StreamAssembler(on_token)
+    assembler = StreamAssembler(on_token)
     start = time.perf_counter()
     try:
         with _client(endpoint, timeout, max_retries) as client:
             try:
-                stream = client.chat.completions.create(**kwargs)
+                stream = _create(client, endpoint, kwargs)
             except openai.BadRequestError:
                 if "stream_options" not in kwargs:
                     raise
@@ -479,8 +521,4 @@ def stream_chat(endpoint: TeacherEndpoint, messages: Messages, *, temperature: f
                     assembler.feed(chunk)
     except _CALL_ERRORS as exc:
         raise TeacherError(classify_error(exc, endpoint, timeout)) from None
-    end = time.perf_counter()
-    first = None if assembler.first_token_at is None else assembler.first_token_at - start
-    return normalize_reply("".join(assembler.content), "".join(assembler.reasoning) or None,
-                           assembler.finish_reason, assembler.usage, end - start,
-                           assembler.model or endpoint.model, first_token_s=first)
+    return assembler.reply(start, time.perf_counter(), endpoint.model)

@@ -1,20 +1,23 @@
 """The batch engine: many prompts x n samples -> an append-only JSONL you can trust.
 
-The one way the course calls a teacher many times. A real API costs money and
-fails in many ways, so nothing here loses work or pays twice:
+The one way the course calls a teacher online, many times. A real API costs money
+and fails in many ways, so nothing here loses work or pays twice:
 
 * **concurrency** with a limit, plus requests- and tokens-per-minute limits;
 * **retries** with backoff and jitter on 429, 5xx, timeouts and malformed bodies,
-  honouring ``Retry-After``; a wrong key, model or URL stops the run at once;
-* **truncation** (``finish_reason == "length"``) is recorded as ``"truncated"``, never ``"ok"``;
+  honouring ``Retry-After``; a wrong key, model or URL stops the run at once, and so
+  do ``max_connection_failures`` connection failures in a row (server down);
+* **API quirks**: requests are shaped per model (:mod:`helpers.teacher.quirks`) and a
+  400 naming an unsupported parameter is adapted to once, not counted as a failure;
+* **truncation**: a cut-off reply (``finish_reason == "length"``) is asked again once
+  with a larger limit; still cut off, it is recorded as ``"truncated"``, never ``"ok"``;
 * **resumable**: every row is one flushed line; a rerun skips finished samples and
-  retries failed ones;
-* **disk cache** of replies keyed by the canonical request, so a rerun costs nothing;
-* **n samples per prompt** with a temperature schedule, a progress bar with
-  tokens/s and the estimated cost.
+  retries failed ones; a **disk cache** of replies makes a rerun cost nothing;
+* **n samples per prompt** with a temperature schedule, a progress bar with tokens/s and cost.
 
 Python: :func:`generate` (works in a notebook too), ``await agenerate(...)``, or
-:func:`batch_chat` for stages that just need many replies back in order.
+:func:`batch_chat` for stages that just need many replies back in order. The same
+jobs can go through an offline Batch API instead: :mod:`helpers.teacher.batch_api`.
 Shell: ``python -m helpers generate --prompts p.jsonl --out samples.jsonl --n 4``.
 """
 
@@ -27,208 +30,42 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
 from tqdm.auto import tqdm
 
 from ..core.cache import DiskCache, stable_hash
-from ..core.config import TeacherEndpoint
+from ..core.config import TeacherEndpoint, mask_secrets
 from ..core.jsonl import JsonlAppender
-from .client import ErrorInfo, TeacherError, TeacherReply, build_request, classify_error, reply_from_completion
+from .client import (
+    ErrorInfo,
+    StreamAssembler,
+    TeacherError,
+    TeacherReply,
+    classify_error,
+    reply_from_completion,
+)
+from .jobs import (  # noqa: F401 - GenerationAborted, GenerationSummary, temperature_schedule: re-exported
+    GenerationAborted,
+    GenerationConfig,
+    GenerationSummary,
+    Job,
+    output_lock,
+    plan_jobs,
+    temperature_schedule,
+)
 from .limits import RateLimiter
 from .prices import PriceTable
-from .samples import (
-    DONE_STATUSES,
-    estimate_prompt_tokens,
-    is_local,
-    latest_rows,
-    load_prompts,
-    load_samples,
-    request_key,
-)
+from .quirks import adapt_to_error, shape_request
+from .samples import DONE_STATUSES, estimate_prompt_tokens, is_local, load_prompts, load_samples, sample_row, utc_now
 
 log = logging.getLogger(__name__)
 
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-def temperature_schedule(n: int, *, t_min: float = 0.0, t_max: float = 1.0,
-                         temperatures: Sequence[float] | None = None) -> list[float]:
-    """Temperatures for samples ``0..n-1``.
-
-    With an explicit list: one value (used for every sample) or exactly ``n``
-    values. Otherwise a linear ramp from ``t_min`` (sample 0, near-greedy) to
-    ``t_max`` (the last sample): n=4, 0.0..1.0 gives ``[0.0, 0.333, 0.667, 1.0]``.
-    """
-    if n < 1:
-        raise ValueError(f"n_samples must be at least 1, got {n}")
-    if temperatures is not None:
-        temps = [float(t) for t in temperatures]
-        if len(temps) == 1:
-            temps = temps * n
-        if len(temps) != n:
-            raise ValueError(f"got {len(temps)} temperatures for {n} samples: give one value or exactly {n}")
-    elif n == 1:
-        temps = [float(t_min)]
-    else:
-        temps = [round(t_min + (t_max - t_min) * i / (n - 1), 4) for i in range(n)]
-    for t in temps:
-        if not 0.0 <= t <= 2.0:
-            raise ValueError(f"temperatures must lie between 0 and 2, got {t}")
-    return temps
-
-
-@dataclass
-class GenerationConfig:
-    """Everything that decides what is sent and how hard the endpoint is pushed."""
-
-    endpoint: TeacherEndpoint
-    n_samples: int = 1
-    temperatures: Sequence[float] | None = None
-    """An explicit schedule (one value or ``n_samples`` values); else a ramp t_min -> t_max."""
-    t_min: float = 0.0
-    t_max: float = 1.0
-    max_tokens: int = 512
-    top_p: float | None = 1.0
-    seed: int | None = None
-    """Sent as ``seed + sample_index`` when set (servers that honour it become reproducible)."""
-    extra_body: Mapping[str, Any] | None = None
-    """Server-specific request fields, e.g. ``{"top_k": 20}``."""
-    concurrency: int | None = None
-    """Requests in flight; None: the endpoint's default (the local server's batch size, 8 for an API)."""
-    rpm: float | None = None
-    """Requests per minute (None: unlimited). Requests are spaced evenly, no bursts."""
-    tpm: float | None = None
-    """Tokens per minute (None: unlimited); a bucket holding one minute's worth."""
-    max_attempts: int = 5
-    timeout_s: float = 300.0
-    """The longest one request may take (reasoning models can think for minutes)."""
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    retry_after_max_s: float = 300.0
-    """A server's ``Retry-After`` is honoured up to this many seconds."""
-    cache_dir: Path | str | None = None
-    """Folder of cached replies (None: no cache)."""
-    prices_path: Path | str | None = None
-    """Price table (None: ``data/prices.json``)."""
-    progress: bool = True
-    fsync: bool = True
-    """Also fsync the rows (within a second, not one by one) so they survive a power loss.
-
-    Every row is flushed at once either way, which is what makes a kill -9 safe."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.endpoint, TeacherEndpoint):
-            raise TypeError("endpoint must be a helpers.core.config.TeacherEndpoint "
-                            f"(got {type(self.endpoint).__name__})")
-        for name in ("n_samples", "max_tokens", "concurrency", "max_attempts"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("rpm", "tpm"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive (or None for no limit), got {value}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
-        self.schedule()  # validates the temperatures early
-
-    @property
-    def in_flight(self) -> int:
-        """The concurrency actually used (``concurrency``, or the endpoint's default)."""
-        return self.concurrency or self.endpoint.default_concurrency
-
-    def schedule(self) -> list[float]:
-        return temperature_schedule(self.n_samples, t_min=self.t_min, t_max=self.t_max,
-                                    temperatures=self.temperatures)
-
-
-class GenerationAborted(RuntimeError):
-    """The endpoint refused every request (wrong key, model or URL); finished rows are kept."""
-
-    def __init__(self, message: str, summary: "GenerationSummary") -> None:
-        super().__init__(message)
-        self.summary = summary
-
-
-@dataclass
-class GenerationSummary:
-    """What one run did (counts are for THIS run; ``already_done`` came from earlier runs)."""
-
-    out_path: str
-    planned: int
-    already_done: int
-    counts: dict[str, int]
-    cached: int
-    requests: int
-    retries: int
-    prompt_tokens: int
-    completion_tokens: int
-    elapsed_s: float
-    tokens_per_s: float
-    """Completion tokens per second of wall time, for the requests actually sent."""
-    cost_usd: float | None
-    """Estimated cost of the requests sent (None when the model has no price)."""
-    repaired_bytes: int = 0
-    stale: int = 0
-    """Finished rows that were made with different settings (kept, not redone)."""
-    aborted: str | None = None
-    error_examples: list[str] = field(default_factory=list)
-    """Up to five distinct error messages of this run, to see at a glance what went wrong."""
-
-    @property
-    def finished(self) -> int:
-        return self.already_done + self.counts.get("ok", 0) + self.counts.get("truncated", 0)
-
-    @property
-    def remaining(self) -> int:
-        """(prompt, sample) pairs still without an ok/truncated row: rerun to retry them."""
-        return self.planned - self.finished
-
-    @property
-    def complete(self) -> bool:
-        return self.remaining == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(finished=self.finished, remaining=self.remaining, complete=self.complete)
-        return data
-
-    def __str__(self) -> str:
-        cost = "n/a" if self.cost_usd is None else f"${self.cost_usd:.4f}"
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing new"
-        text = (f"{self.finished}/{self.planned} samples finished ({counts}; {self.cached} from cache; "
-                f"{self.already_done} from earlier runs) in {self.elapsed_s:.1f} s, "
-                f"{self.requests} requests ({self.retries} retries), "
-                f"{self.prompt_tokens}+{self.completion_tokens} tokens, "
-                f"{self.tokens_per_s:.1f} tok/s, cost {cost} -> {self.out_path}")
-        if self.remaining:
-            text += f"\n{self.remaining} samples still missing: run again to retry them."
-        for message in self.error_examples:
-            text += f"\n  error: {message}"
-        if self.aborted:
-            text += f"\nABORTED: {self.aborted}"
-        return text
-
-
-# --------------------------------------------------------------------------- the engine
-
-
-@dataclass
-class _Job:
-    prompt: dict[str, Any]
-    sample_index: int
-    params: dict[str, Any]
-    request: dict[str, Any]
-    key: str
-    estimate: int
+MAX_ADAPTATIONS = 3
+"""A request is reshaped after at most this many 400s naming an unsupported parameter."""
 
 
 @dataclass
@@ -237,14 +74,11 @@ class _Stats:
     cached: int = 0
     requests: int = 0
     retries: int = 0
+    extended: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     aborted: str | None = None
     errors: list[str] = field(default_factory=list)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _backoff(attempt: int, config: GenerationConfig, retry_after: float | None) -> float:
@@ -267,121 +101,114 @@ class _Engine:
         self.prices = PriceTable.load(config.prices_path)
         self.free = is_local(self.endpoint)
         self.stats = _Stats()
+        self.unreachable_streak = 0
+        """Connection failures in a row, over all workers (any HTTP answer resets it)."""
 
-    # -- planning -------------------------------------------------------------
-    def plan(self) -> tuple[list[_Job], int, int]:
-        latest = latest_rows(self.out)
-        jobs: list[_Job] = []
-        already = stale = 0
-        # Sample-major order: every prompt's sample 0, then every prompt's sample 1, ...
-        # Requests in flight then share their temperature, which lets a batching server
-        # (swift deploy batches only requests with identical parameters) fill whole batches.
-        for index, temperature in enumerate(self.config.schedule()):
-            for prompt in self.prompts:
-                job = self._job(prompt, index, temperature)
-                previous = latest.get((prompt["id"], index))
-                if previous is not None and previous.get("status") in DONE_STATUSES:
-                    already += 1
-                    if previous.get("request_key") != job.key:
-                        stale += 1
-                    continue
-                jobs.append(job)
-        if stale:
-            log.warning("%d finished samples in %s were made with other settings (model, prompt or "
-                        "parameters); they are kept. Write to a new file to regenerate them.",
-                        stale, self.out)
-        return jobs, already, stale
-
-    def _job(self, prompt: dict[str, Any], index: int, temperature: float) -> _Job:
-        c = self.config
-        seed = None if c.seed is None else c.seed + index
-        request = build_request(self.endpoint, prompt["messages"], temperature=temperature,
-                                max_tokens=c.max_tokens, top_p=c.top_p, seed=seed, extra=c.extra_body)
-        params: dict[str, Any] = {"temperature": temperature, "max_tokens": c.max_tokens}
-        if c.top_p is not None:
-            params["top_p"] = c.top_p
-        if seed is not None:
-            params["seed"] = seed
-        if c.extra_body:
-            params["extra_body"] = dict(c.extra_body)
-        key = request_key(self.endpoint, request["messages"], params, index)
-        estimate = estimate_prompt_tokens(request["messages"]) + c.max_tokens
-        return _Job(prompt, index, params, request, key, estimate)
-
-    # -- rows -----------------------------------------------------------------
-    def _row(self, job: _Job, status: str, reply: TeacherReply | dict[str, Any] | None,
-             error: str | None, attempts: int, cached: bool) -> dict[str, Any]:
-        prompt = job.prompt
-        if isinstance(reply, TeacherReply):
-            reply = reply.to_dict(include_model=False)
-        return {
-            "prompt_id": prompt["id"],
-            "sample_index": job.sample_index,
-            "request_key": job.key,
-            "model": self.endpoint.model,
-            "params": job.params,
-            "status": status,
-            "question": prompt.get("question"),
-            "reference": prompt.get("reference"),
-            "task": prompt.get("task"),
-            "meta": prompt.get("meta") or {},
-            "reply": reply,
-            "error": error,
-            "attempts": attempts,
-            "cached": cached,
-            "created_at": _now(),
-        }
+    def _row(self, job: Job, status: str, reply: TeacherReply | dict[str, Any] | None, error: str | None,
+             attempts: int, cached: bool, max_tokens_used: int | None = None) -> dict[str, Any]:
+        return sample_row(job.prompt, job.sample_index, key=job.key, model=self.endpoint.model,
+                          params=job.params, status=status, reply=reply, error=error, attempts=attempts,
+                          cached=cached, max_tokens_used=max_tokens_used)
 
     # -- one sample -----------------------------------------------------------
-    async def _attempt(self, client: openai.AsyncOpenAI, job: _Job) -> TeacherReply:
+    async def _attempt(self, client: openai.AsyncOpenAI, job: Job) -> TeacherReply:
+        """Send ``job.request`` once (shaped with what was learned so far); streamed where the API needs it."""
+        job.request = shape_request(self.endpoint, job.request, budget=self.config.thinking_budget)
         start = time.perf_counter()
-        completion = await asyncio.wait_for(client.chat.completions.create(**job.request),
-                                            timeout=self.config.timeout_s)
-        return reply_from_completion(completion, time.perf_counter() - start, self.endpoint.model)
+        if not job.request.get("stream"):
+            completion = await asyncio.wait_for(client.chat.completions.create(**job.request),
+                                                timeout=self.config.timeout_s)
+            return reply_from_completion(completion, time.perf_counter() - start, self.endpoint.model)
 
-    async def process(self, client: openai.AsyncOpenAI, limiter: RateLimiter,
-                      job: _Job) -> dict[str, Any] | None:
+        async def consume() -> StreamAssembler:
+            assembler = StreamAssembler(None)
+            stream = await client.chat.completions.create(**job.request)
+            async with stream:
+                async for chunk in stream:
+                    assembler.feed(chunk)
+            return assembler
+
+        assembler = await asyncio.wait_for(consume(), timeout=self.config.timeout_s)
+        return assembler.reply(start, time.perf_counter(), self.endpoint.model)
+
+    def _unreachable(self, info: ErrorInfo) -> None:
+        """Count a connection failure; enough in a row stop the whole run (retries would all fail too)."""
+        if not info.unreachable:
+            return
+        self.unreachable_streak += 1
+        limit = self.config.max_connection_failures
+        if self.unreachable_streak >= limit and not self.stats.aborted:
+            self.stats.aborted = mask_secrets(
+                f"could not connect to {self.endpoint.base_url} {limit} times in a row "
+                f"({info.message.split(': ', 1)[-1]}). "
+                "The teacher server is down or the URL is wrong: start it (the course's local teacher: "
+                "python -m helpers serve) or fix TEACHER_BASE_URL, then run again; finished rows are kept.")
+
+    async def process(self, client: openai.AsyncOpenAI, limiter: RateLimiter, job: Job) -> dict[str, Any] | None:
         """Return the row for ``job`` (None when the run was aborted before it was sent)."""
         if self.cache is not None:
             entry = self.cache.get(job.key)
             if entry is not None and isinstance(entry.get("reply"), dict):
                 reply = TeacherReply.from_dict(entry["reply"], model=self.endpoint.model)
                 status = "truncated" if reply.truncated else "ok"
-                return self._row(job, status, reply, None, 0, True)
+                return self._row(job, status, reply, None, 0, True, entry.get("max_tokens_used"))
         c = self.config
-        for attempt in range(1, c.max_attempts + 1):
-            if self.stats.aborted:
-                return None
+        limit = int(job.params["max_tokens"])
+        failures = adaptations = sent = 0
+        extended = False
+        while not self.stats.aborted:
             await limiter.acquire(job.estimate)
             self.stats.requests += 1
+            sent += 1
             try:
                 reply = await self._attempt(client, job)
             except Exception as exc:  # noqa: BLE001 - one bad row never stops the run
                 info = classify_error(exc, self.endpoint, c.timeout_s)
                 if info.status is not None:
                     limiter.refund(job.estimate)
+                    self.unreachable_streak = 0
+                adapted = adapt_to_error(self.endpoint, job.request, exc) if adaptations < MAX_ADAPTATIONS else None
+                if adapted is not None:  # the API named a parameter it does not take: not a failure
+                    adaptations += 1
+                    job.request = adapted
+                    continue
+                failures += 1
+                self._unreachable(info)
                 if info.fatal:
                     self.stats.aborted = self.stats.aborted or info.message
-                if info.fatal or not info.retryable or attempt == c.max_attempts:
-                    note = "" if attempt == 1 else f" (gave up after {attempt} attempts)"
-                    return self._row(job, "error", None, info.message + note, attempt, False)
+                if info.fatal or not info.retryable or failures >= c.max_attempts or self.stats.aborted:
+                    note = "" if failures == 1 else f" (gave up after {failures} attempts)"
+                    return self._row(job, "error", None, info.message + note, sent, False, limit)
                 self.stats.retries += 1
-                delay = _backoff(attempt, c, info.retry_after)
+                delay = _backoff(failures, c, info.retry_after)
                 log.debug("%s #%d: %s; retrying in %.2f s", job.prompt["id"], job.sample_index,
                           info.message, delay)
                 await asyncio.sleep(delay)
                 continue
+            self.unreachable_streak = 0
             limiter.settle(job.estimate, reply.usage.total_tokens)
+            longer = c.longer_limit(limit) if reply.truncated and not extended else None
+            if longer is not None:  # cut off: ask once more with room to finish
+                extended = True
+                self.stats.extended += 1
+                self.stats.prompt_tokens += reply.usage.prompt_tokens  # paid for, though not kept
+                self.stats.completion_tokens += reply.usage.completion_tokens
+                log.debug("%s #%d: cut off at %d tokens; asking again with %d", job.prompt["id"],
+                          job.sample_index, limit, longer)
+                limit = longer
+                job.request = job.request_with_limit(c, longer)
+                job.estimate = estimate_prompt_tokens(job.request["messages"]) + longer
+                continue
             status = "truncated" if reply.truncated else "ok"
             if self.cache is not None:  # cache first: a kill right after still saves the request
                 try:
                     self.cache.put(job.key, {"request_key": job.key, "status": status,
                                              "reply": reply.to_dict(include_model=True),
-                                             "created_at": _now()})
+                                             "max_tokens_used": limit, "created_at": utc_now()})
                 except OSError as exc:  # a full or read-only cache must not lose the reply
                     log.warning("could not write the reply cache (%s); the sample is still saved", exc)
-            return self._row(job, status, reply, None, attempt, False)
-        return None  # pragma: no cover - the loop always returns
+            return self._row(job, status, reply, None, sent, False, limit)
+        return None
 
     # -- the run --------------------------------------------------------------
     def cost(self) -> float | None:
@@ -394,7 +221,7 @@ class _Engine:
         started = time.perf_counter()
         writer = JsonlAppender(self.out, fsync=self.config.fsync)  # cuts a torn tail first
         repaired = writer.repaired
-        jobs, already, stale = self.plan()
+        jobs, already, stale = plan_jobs(self.prompts, self.out, self.config)
         bar = tqdm(total=len(jobs), desc=f"teacher {self.endpoint.model}", unit="sample",
                    disable=not self.config.progress or not jobs, dynamic_ncols=True)
         limiter = RateLimiter(self.config.rpm, self.config.tpm)
@@ -453,7 +280,7 @@ class _Engine:
             completion_tokens=stats.completion_tokens, elapsed_s=round(elapsed, 3),
             tokens_per_s=round(stats.completion_tokens / elapsed, 2) if elapsed > 0 else 0.0,
             cost_usd=self.cost(), repaired_bytes=repaired, stale=stale, aborted=stats.aborted,
-            error_examples=list(stats.errors))
+            error_examples=list(stats.errors), extended=stats.extended)
 
 
 async def agenerate(prompts: str | Path | Iterable[Mapping[str, Any]], out_path: str | Path,
@@ -462,22 +289,14 @@ async def agenerate(prompts: str | Path | Iterable[Mapping[str, Any]], out_path:
 
     Safe to interrupt at any moment and to run again. Raises
     :class:`GenerationAborted` (finished rows are kept) when the endpoint
-    rejects the key, the model or the URL, and ``RuntimeError`` when another
+    rejects the key, the model or the URL or cannot be reached at all, and ``RuntimeError`` when another
     run is already writing the same file.
     """
     rows = load_prompts(prompts)
     out = Path(out_path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out) + ".lock", timeout=0)
-    try:
-        lock.acquire()
-    except LockTimeout:
-        raise RuntimeError(f"another generation run is already writing {out}; wait for it to finish "
-                           "(or stop it) before starting a new one") from None
-    try:
+    with output_lock(out):
         summary = await _Engine(rows, out, config).run()
-    finally:
-        lock.release()
     if summary.aborted:
         raise GenerationAborted(summary.aborted, summary)
     return summary
@@ -574,7 +393,7 @@ def ask_many(chats: Sequence[Sequence[Mapping[str, Any]]], config: GenerationCon
 
 
 def batch_chat(endpoint: TeacherEndpoint, log_path: str | Path, *, temperature: float = 0.0,
-               max_tokens: int = 512, **options: Any) -> BatchChat:
+               max_tokens: int | None = None, **options: Any) -> BatchChat:
     """:func:`ask_many` as a function of the chats alone, for a stage to call round after round.
 
     ``options`` are further :class:`GenerationConfig` fields (``cache_dir``,

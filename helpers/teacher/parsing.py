@@ -62,10 +62,10 @@ class FormatFlags:
 
 # --------------------------------------------------------------------------- boxed
 
-_BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*(\{)?")
+BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*(\{)?")
 
 
-def _match_braces(text: str, open_index: int) -> int | None:
+def match_braces(text: str, open_index: int) -> int | None:
     """Index of the ``}`` closing the ``{`` at ``open_index``; ``None`` if unclosed.
 
     LaTeX escapes (``\\{``, ``\\}``) do not count as grouping braces.
@@ -101,7 +101,7 @@ def extract_boxed(text: str | None) -> str | None:
     result: str | None = None
     pos = 0
     while True:
-        match = _BOXED_START.search(text, pos)
+        match = BOXED_START.search(text, pos)
         if match is None:
             return result
         if match.group(1) is None:  # "\boxed 5": the next token is the content
@@ -112,7 +112,7 @@ def extract_boxed(text: str | None) -> str | None:
             result = token.group(0)
             pos = match.end() + token.end()
             continue
-        close = _match_braces(text, match.end() - 1)
+        close = match_braces(text, match.end() - 1)
         if close is None:
             return None
         result = text[match.end():close].strip()

@@ -4,12 +4,14 @@ A *prompt row* has a unique ``id`` and chat ``messages`` (plus optional
 ``question``, ``reference``, ``task``, ``meta`` that are copied into its samples).
 The sample file is append-only: a sample that failed and later succeeded has two
 rows, and :func:`load_samples` keeps the latest one per (prompt id, sample index).
+:func:`sample_row` builds every row, whichever path (engine or Batch API) made it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,8 +19,11 @@ from urllib.parse import urlparse
 from ..core.cache import stable_hash
 from ..core.config import TeacherEndpoint
 from ..core.jsonl import iter_jsonl
-from .client import check_messages
+from .client import TeacherReply, check_messages
 
+STATUSES: tuple[str, ...] = ("ok", "truncated", "error")
+"""``ok``: a whole reply; ``truncated``: still cut off at the token limit after one retry with a
+larger limit (its reasoning is incomplete); ``error``: no reply (the ``error`` field says why)."""
 DONE_STATUSES: tuple[str, ...] = ("ok", "truncated")
 """Statuses that count as finished: such a (prompt id, sample index) is never requested again."""
 
@@ -87,6 +92,44 @@ def request_key(endpoint: TeacherEndpoint, messages: Sequence[Mapping[str, Any]]
     where = "local" if is_local(endpoint) else endpoint.base_url.rstrip("/")
     return stable_hash({"base_url": where, "model": endpoint.model, "messages": list(messages),
                         "params": dict(params), "sample_index": sample_index})
+
+
+def utc_now() -> str:
+    """The ``created_at`` stamp of a row: UTC, milliseconds, ``Z``."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sample_row(prompt: Mapping[str, Any], sample_index: int, *, key: str, model: str,
+               params: Mapping[str, Any], status: str, reply: TeacherReply | Mapping[str, Any] | None,
+               error: str | None, attempts: int, cached: bool,
+               max_tokens_used: int | None = None) -> dict[str, Any]:
+    """One sample row (the contract of :mod:`helpers.core.rows`), the same for every way of generating.
+
+    ``max_tokens_used`` is the limit of the request that gave the reply: larger than
+    ``params["max_tokens"]`` when a cut-off reply was asked again with a larger limit.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    if isinstance(reply, TeacherReply):
+        reply = reply.to_dict(include_model=False)
+    return {
+        "prompt_id": prompt["id"],
+        "sample_index": sample_index,
+        "request_key": key,
+        "model": model,
+        "params": dict(params),
+        "status": status,
+        "question": prompt.get("question"),
+        "reference": prompt.get("reference"),
+        "task": prompt.get("task"),
+        "meta": prompt.get("meta") or {},
+        "reply": dict(reply) if reply is not None else None,
+        "error": error,
+        "attempts": attempts,
+        "cached": cached,
+        "max_tokens_used": max_tokens_used if max_tokens_used is not None else params.get("max_tokens"),
+        "created_at": utc_now(),
+    }
 
 
 def is_local(endpoint: TeacherEndpoint) -> bool:

@@ -337,9 +337,12 @@ def tree_editor(tree: TagTree, on_change: Any = None) -> Any:
 
     picker = widgets.Select(rows=min(14, max(4, len(tree))), layout=widgets.Layout(width="60%"))
     name = widgets.Text(placeholder="tag name", layout=widgets.Layout(width="60%"))
-    add = widgets.Button(description="Add under selected", icon="plus")
-    rename = widgets.Button(description="Rename selected", icon="pencil")
-    remove = widgets.Button(description="Remove selected", icon="trash", button_style="danger")
+    # width "auto": ipywidgets' fixed button width (148px) cut these labels off ("Add under sele…")
+    fit = {"width": "auto", "min_width": "148px"}
+    add = widgets.Button(description="Add under selected", icon="plus", layout=widgets.Layout(**fit))
+    rename = widgets.Button(description="Rename selected", icon="pencil", layout=widgets.Layout(**fit))
+    remove = widgets.Button(description="Remove selected", icon="trash", button_style="danger",
+                            layout=widgets.Layout(**fit))
     status = widgets.HTML()
 
     def refresh(select: tuple[str, ...] | None = None) -> None:
@@ -378,4 +381,6 @@ def tree_editor(tree: TagTree, on_change: Any = None) -> Any:
     rename.on_click(lambda _: act(do_rename))
     remove.on_click(lambda _: act(do_remove))
     refresh()
-    return widgets.VBox([picker, name, widgets.HBox([add, rename, remove]), status])
+    # flex_flow wrap: on a narrow output the buttons go to a second line instead of scrolling sideways
+    return widgets.VBox([picker, name, widgets.HBox([add, rename, remove], layout=widgets.Layout(flex_flow="row wrap")),
+                         status])
