@@ -53,6 +53,8 @@ notebooks: setup
 	COURSE_SIZE=smoke $(BIN)/python -m pytest notebooks
 
 lab: setup
+	# no "Jupyter news?" pop-up over the outputs (only in this venv: --level=sys_prefix)
+	@$(BIN)/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1 || true
 	$(BIN)/jupyter lab notebooks
 
 clean-workspace:

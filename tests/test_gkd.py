@@ -8,8 +8,8 @@ ms-swift's own RLHFArguments.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import replace
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -7,13 +7,14 @@ import math
 import pandas as pd
 import pytest
 
+from helpers.core.stats import mean_ci, t_critical
 from helpers.evaluate.judge import (
     JUDGE_COLUMNS,
     agreement_with_metric,
     judge_answers,
+    judge_frame,
     judge_messages,
     judge_retention,
-    mean_ci,
     pair_messages,
     paired_scores,
     pairwise,
@@ -22,7 +23,6 @@ from helpers.evaluate.judge import (
     report,
     score_summary,
     swap_check,
-    t_critical,
 )
 from helpers.evaluate.roi import deployment_verdict
 from helpers.teacher.prompts import load_prompt
@@ -353,3 +353,53 @@ def test_agreement_without_an_exact_metric_says_why() -> None:
     assert none["n"] == 0 and none["reason"]
     same = agreement_with_metric(pd.DataFrame({"judge_score": [9.0, 8.0], "correct": [True, True]}))
     assert same["agreement"] == 1.0 and math.isnan(same["kappa"]) and "undefined" in same["reason"]
+
+
+# --------------------------------------------------------------------------- notebook 06's use
+
+
+def test_judge_frame_takes_the_first_items_of_the_set_for_the_judged_models() -> None:
+    items = pd.DataFrame([
+        {"dataset": "headlines", "model": m, "prompt_id": p, "question": q, "reference": "sports",
+         "prediction": pred, "correct": pred == "sports"}
+        for p, q in (("h1", "Striker scores twice"), ("h2", "前锋梅开二度"), ("h3", "Team wins cup"))
+        for m, pred in (("teacher", "sports"), ("distilled", None), ("base", "culture"))]
+        + [{"dataset": "gsm8k", "model": "teacher", "prompt_id": "g1", "question": "1+1?", "reference": "2",
+            "prediction": "2", "correct": True}])
+    frame = judge_frame(items, "headlines", ["teacher", "distilled"], n=2)
+    assert list(frame["id"]) == ["h1", "h1", "h2", "h2"] and set(frame["model"]) == {"teacher", "distilled"}
+    assert list(frame["answer"]) == ["sports", "(no answer)", "sports", "(no answer)"]
+    assert list(frame["lang"]) == ["en", "en", "zh", "zh"]
+    assert set(JUDGE_COLUMNS) <= set(frame.columns) and "correct" in frame.columns
+
+
+def test_worked_verdicts_go_before_the_question_in_the_items_language() -> None:
+    plain = judge_messages("q", "r", "a")
+    shown = judge_messages("q", "r", "a", shots=2)
+    assert [m["role"] for m in shown] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert shown[0] == plain[0] and shown[-1] == plain[-1]
+    assert "Score: 10" in shown[2]["content"]
+    assert "评分" in judge_messages("问题", "r", "a", lang="zh", shots=1)[2]["content"]
+    pair = pair_messages("q", "r", "A-text", "B-text", shots=3)
+    assert [m["role"] for m in pair].count("assistant") == 3 and "Preference:" in pair[2]["content"]
+    items = _items([("1", "teacher", "ANS-GOOD")]).assign(lang=["zh"])
+    seen = []
+
+    def judge(chats):
+        seen.extend(chats)
+        return ["评分：8"]
+    assert judge_answers(items, judge, shots=1)["judge_score"].tolist() == [8.0]
+    assert "参考答案" in seen[0][-1]["content"], "the row's lang column chooses the Chinese prompt"
+
+
+def test_the_judge_endpoint_is_its_own_when_configured(monkeypatch) -> None:
+    from helpers.teacher.server import judge_endpoint
+
+    monkeypatch.setenv("JUDGE_BASE_URL", "http://judge.example/v1/")
+    monkeypatch.setenv("JUDGE_MODEL", "judge-model")
+    monkeypatch.setenv("JUDGE_API_KEY", "sk-judge")
+    endpoint, server = judge_endpoint()
+    assert server is None and endpoint.base_url == "http://judge.example/v1" and endpoint.model == "judge-model"
+    monkeypatch.delenv("JUDGE_MODEL")
+    with pytest.raises(ValueError, match="JUDGE_MODEL"):
+        judge_endpoint()

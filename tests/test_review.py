@@ -11,6 +11,7 @@ from curation_rows import ANSWER, THINKING, make_row
 
 from helpers.core.jsonl import read_jsonl
 from helpers.core.rows import answer_of, row_id, thinking_of
+from helpers.core.stats import wilson_interval
 from helpers.curate.export import dataset_card, to_messages
 from helpers.curate.funnel import Funnel, StageResult
 from helpers.curate.review import (
@@ -28,7 +29,6 @@ from helpers.curate.review import (
     review_sample,
     review_stage,
     start_review,
-    wilson_interval,
 )
 
 EDITED = "<think>\nTom has 3. He buys 5 more: 3 + 5 = 8.\n</think>\n\n<answer>\\boxed{8}</answer>"

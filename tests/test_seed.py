@@ -218,3 +218,16 @@ def test_refresh_drops_files_the_new_export_lacks(settings, tmp_path: Path) -> N
 def test_refresh_without_an_export_says_what_to_run(settings, tmp_path: Path) -> None:
     with pytest.raises(SeedError, match="run notebooks 02-03"):
         refresh_checkpoint(settings, dest=tmp_path / "dest")
+
+
+def test_the_seed_command(tmp_path: Path, checkpoint: Path, monkeypatch, capsys) -> None:
+    from helpers.course.cli import main
+
+    monkeypatch.setenv("COURSE_WORKSPACE", str(tmp_path / "ws"))
+    assert main(["seed", "04", "--from", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "seeded for notebook 04" in out and "train.jsonl 2" in out
+    assert (tmp_path / "ws" / "datasets" / "distill" / "train.jsonl").is_file()
+    assert main(["seed"]) == 2 and "04, 05 or 06" in capsys.readouterr().err
+    assert main(["seed", "04", "--from", str(tmp_path / "nowhere")]) == 2
+    assert "No skip-ahead checkpoint" in capsys.readouterr().err

@@ -15,8 +15,7 @@ import os
 import pytest
 
 from helpers.course.runner import NOTEBOOKS_DIR, RUN_DIR_ENV, run_course
-from helpers.teacher.server import SERVER_THREADS_ENV
-from helpers.teacher.server import LocalServer
+from helpers.teacher.server import SERVER_THREADS_ENV, LocalServer
 
 TASKS = os.environ.get("COURSE_TEST_TASKS", "headlines").split(",")
 SMALLER = {"extraction": {"EVAL_TEST": "3"}}  # contracts are long: 3 test items x 3 models is enough to prove it

@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_openai import FakeOpenAI  # noqa: E402
 
 from helpers.core.config import Secret, TeacherEndpoint  # noqa: E402
-from helpers.teacher.quirks import forget_adaptations  # noqa: E402
 from helpers.teacher.client import (
     TeacherError,
     TeacherReply,
@@ -23,6 +22,7 @@ from helpers.teacher.client import (
     normalize_reply,
     stream_chat,
 )
+from helpers.teacher.quirks import forget_adaptations  # noqa: E402
 
 KEY = "sk-test-right-key-0123456789"
 

@@ -159,3 +159,21 @@ def test_nothing_to_do_and_no_batch_api(tmp_path: Path) -> None:
     with pytest.raises(TeacherError, match="no Batch API"):
         generate_batch(prompt_rows({"b": "b"}), tmp_path / "none.jsonl", config_for(n_samples=1),
                        client=NoBatches().client())
+
+
+def test_the_generate_command_sends_a_batch_with_the_batch_flag(tmp_path: Path, monkeypatch, capsys) -> None:
+    import helpers.teacher.batch_api as batch_api
+    from helpers.core.jsonl import write_jsonl
+    from helpers.course.cli import main
+
+    fake = FakeBatchAPI(polls=1)
+    client = fake.client()  # built before the patch: it is a real openai.OpenAI with a fake transport
+    monkeypatch.setattr(batch_api.openai, "OpenAI", lambda **kwargs: client)
+    prompts, out = tmp_path / "prompts.jsonl", tmp_path / "samples.jsonl"
+    write_jsonl(prompt_rows({"plain": "plain [[answer:3]]"}), prompts)
+    argv = ["generate", "--prompts", str(prompts), "--out", str(out), "--n", "1", "--batch", "--poll", "0",
+            "--base-url", "https://batch.example/v1", "--model", "fake-teacher", "--no-progress", "--json"]
+    assert main(argv) == 0
+    assert fake.calls["create"] == 1 and read_state(out)["collected"] is True
+    assert '"ok": 1' in capsys.readouterr().out
+    assert main(argv) == 0 and fake.calls["create"] == 1, "a rerun submits nothing twice"

@@ -97,3 +97,11 @@ def test_keep_unverifiable_rows() -> None:
     result = verify_stage(_rows(), keep_unverifiable=True)
     assert ("q3", 0) in {(r["prompt_id"], r["sample_index"]) for r in result.kept}
     assert pass_rate_table(result.kept)["prompt_id"].tolist() == ["q1", "q4"]
+
+
+def test_a_truncated_reply_without_an_answer_is_dropped_as_truncated() -> None:
+    row = make_row(prompt_id="q9", sample_index=0, reply=False)
+    row["status"] = "truncated"
+    result = verify_stage([row])
+    assert [r["drop_reason"] for r in result.dropped] == ["truncated"]
+    assert "TEACHER_MAX_TOKENS" in result.dropped[0]["drop_detail"]

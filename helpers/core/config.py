@@ -206,26 +206,26 @@ class TeacherEndpoint:
         return {"base_url": self.base_url, "api_key": self.api_key.reveal() or "EMPTY"}
 
 
-def teacher_from_env(env: dict[str, str] | None = None) -> TeacherEndpoint | None:
-    """Read ``TEACHER_BASE_URL``, ``TEACHER_API_KEY`` and ``TEACHER_MODEL``.
+def teacher_from_env(env: dict[str, str] | None = None, prefix: str = "TEACHER") -> TeacherEndpoint | None:
+    """Read ``TEACHER_BASE_URL``, ``TEACHER_API_KEY`` and ``TEACHER_MODEL`` (``prefix="JUDGE"``: ``JUDGE_*``).
 
     Returns ``None`` when no base URL is set: the course then starts its own
     local teacher with ``swift deploy``.
     """
     env = os.environ if env is None else env
-    base_url = (env.get("TEACHER_BASE_URL") or "").strip()
+    base_url = (env.get(f"{prefix}_BASE_URL") or "").strip()
     if not base_url:
         return None
-    model = (env.get("TEACHER_MODEL") or "").strip()
+    model = (env.get(f"{prefix}_MODEL") or "").strip()
     if not model:
         raise ValueError(
-            "TEACHER_BASE_URL is set but TEACHER_MODEL is not: name the model the endpoint serves, "
-            "e.g. TEACHER_MODEL=deepseek-ai/DeepSeek-R1."
+            f"{prefix}_BASE_URL is set but {prefix}_MODEL is not: name the model the endpoint serves, "
+            f"e.g. {prefix}_MODEL=deepseek-ai/DeepSeek-R1."
         )
     return TeacherEndpoint(
         base_url=base_url.rstrip("/"),
         model=model,
-        api_key=Secret((env.get("TEACHER_API_KEY") or "").strip()),
+        api_key=Secret((env.get(f"{prefix}_API_KEY") or "").strip()),
     )
 
 

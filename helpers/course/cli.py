@@ -117,6 +117,39 @@ def _outputs(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _seed(args: argparse.Namespace) -> int:
+    from . import seed
+
+    try:
+        if args.refresh:
+            info = seed.refresh_checkpoint(force=args.force)
+            rows = ", ".join(f"{name} {meta.get('rows')} rows" for name, meta in (info.get("files") or {}).items())
+            print(f"checkpoint refreshed in {seed.checkpoint_dir()}: {rows}")
+            return 0
+        if not args.stage:
+            print("error: give the notebook to start at (04, 05 or 06), or --refresh", file=sys.stderr)
+            return 2
+
+        def show(line: str, is_err: bool) -> None:
+            print(line.rstrip(), file=sys.stderr if is_err else sys.stdout)
+
+        info = seed.seed_workspace(args.stage, source=args.source, force=args.force, smoke=not args.full_size,
+                                   on_output=show)
+    except (seed.SeedError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = ", ".join(f"{name} {n}" for name, n in (info.get("rows") or {}).items())
+    print(f"seeded for notebook {info['stage']} from {info['checkpoint']} ({rows} rows)")
+    if info.get("backup"):
+        print(f"your earlier dataset was moved to {info['backup']}")
+    for line in ("checkpoint", "merged"):
+        if info.get(line):
+            print(f"{line}: {info[line]}")
+    for warning in info.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "generate":  # the engine has its own argument parser
@@ -151,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["check", "refresh", "clear"])
     p.add_argument("run", nargs="?", help="refresh: the course run folder (workspace/runs/course-...)")
     p.set_defaults(func=_outputs)
+    p = sub.add_parser("seed", help="skip ahead: seed the workspace so notebook 04, 05 or 06 can start")
+    p.add_argument("stage", nargs="?", choices=["04", "05", "06", "4", "5", "6"])
+    p.add_argument("--force", action="store_true", help="move a different dataset aside and replace it")
+    p.add_argument("--full-size", action="store_true", help="05/06: train at the profile's size, not smoke size")
+    p.add_argument("--from", dest="source", help="the checkpoint folder (default data/checkpoints/<task>/)")
+    p.add_argument("--refresh", action="store_true", help="copy this workspace's export into data/checkpoints/")
+    p.set_defaults(func=_seed)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
@@ -179,7 +219,8 @@ def generate_parser() -> argparse.ArgumentParser:
                         help="one value or n comma-separated values; default: a ramp t-min -> t-max")
     parser.add_argument("--t-min", type=float, default=0.0, help="temperature of sample 0 (default 0)")
     parser.add_argument("--t-max", type=float, default=1.0, help="temperature of the last sample (default 1)")
-    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="reply token limit (default TEACHER_MAX_TOKENS, else the endpoint's own limit)")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=None,
@@ -195,6 +236,11 @@ def generate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prices", default=None, help="price table JSON (default data/prices.json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--batch", action="store_true",
+                        help="send through the endpoint's Batch API (/v1/batches: usually half price, answers within "
+                             "24 h); run the same command again to collect or resume, nothing is submitted twice")
+    parser.add_argument("--no-wait", action="store_true", help="--batch: submit (or check on) the batch and return")
+    parser.add_argument("--poll", type=float, default=30.0, help="--batch: seconds between status checks")
     return parser
 
 
@@ -224,7 +270,12 @@ def generate_main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, max_attempts=args.max_attempts,
             timeout_s=args.timeout, backoff_base_s=args.backoff, cache_dir=args.cache_dir,
             prices_path=args.prices, progress=not args.no_progress)
-        summary = generate(args.prompts, args.out, config)
+        if args.batch:
+            from ..teacher.batch_api import generate_batch
+
+            summary = generate_batch(args.prompts, args.out, config, wait=not args.no_wait, poll_s=args.poll)
+        else:
+            summary = generate(args.prompts, args.out, config)
     except GenerationAborted as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(json.dumps(exc.summary.to_dict()) if args.json else exc.summary)

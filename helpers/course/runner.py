@@ -111,6 +111,9 @@ KEY_NUMBERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("{main}: base student accuracy", "06_evaluate", ("accuracy", "{main}", "base")),
     ("{main}: distilled student accuracy", "06_evaluate", ("accuracy", "{main}", "distilled")),
     ("{main}: teacher accuracy", "06_evaluate", ("accuracy", "{main}", "teacher")),
+    ("{main}: retention by the judge", "06_evaluate", ("judge", "report", "retention (judge)")),
+    ("{main}: judge agrees with the exact metric", "06_evaluate", ("judge", "agreement_with_metric", "agreement")),
+    ("{main}: deployment verdict (task metric)", "06_evaluate", ("judge", "report", "verdict (task metric)")),
 ]
 """The headline of a run: (label, chapter, path into what the chapter recorded)."""
 

@@ -41,6 +41,7 @@ import pandas as pd
 from ..core.config import REPO_ROOT
 from ..core.jsonl import JsonlAppender, read_jsonl
 from ..core.rows import Row, answer_of, field_of, natural_key, row_id, thinking_of, with_reply
+from ..core.stats import wilson_interval
 from ..tasks.checks import answer_still_correct
 from ..teacher.parsing import split_thinking
 from .funnel import StageBuilder, StageResult
@@ -211,20 +212,6 @@ def review_sample(rows: Sequence[Row], n: int, *, strata_key: StrataKey = "task"
         picked += rng.sample(groups[stratum], quota[stratum])
     rng.shuffle(picked)
     return [rows[i] for i in picked]
-
-
-def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% for ``z=1.96``); ``(0, 1)`` when ``n`` is 0.
-
-    Unlike ``p ± z·sqrt(p(1-p)/n)`` it stays inside [0, 1] and is not zero-width at 0 of 20.
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

@@ -275,7 +275,8 @@ class ReviewQueue:
             button("Reject… (r)", "danger", "drop the row, with a reason", lambda: self.press("r")),
             button("Edit… (e)", "warning", "fix the reply", lambda: self.press("e")),
             button("◀ Back (b)", "", "previous row", self.back),
-            button("Skip ▶ (n)", "", "next row, no decision", self.skip)])
+            button("Skip ▶ (n)", "", "next row, no decision", self.skip)],
+            layout=w.Layout(flex_flow="row wrap"))  # narrow windows wrap instead of cutting labels
         ui["root"] = w.VBox([ui["progress"], ui["row"], buttons, ui["reject_box"], ui["edit_box"],
                              ui["keys"], ui["message"]])
         self._w = ui

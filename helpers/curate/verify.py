@@ -87,7 +87,9 @@ def verify_stage(rows: Sequence[Row], *, label_tasks: Collection[str] = LABEL_TA
         row["n_correct"] = int(stats.get("n_correct", 0))
         row["pass_rate"] = float(stats["pass_rate"]) if stats else None
         result = row["verified"]
-        if result is None:
+        if result is None and row.get("status") == "truncated":
+            builder.drop(row, "truncated", "the reply hit the token limit before any answer (raise TEACHER_MAX_TOKENS)")
+        elif result is None:
             builder.drop(row, "request_failed", row.get("error") or f"status {row.get('status')!r}, no reply")
         elif result["correct"] is None:
             if keep_unverifiable:

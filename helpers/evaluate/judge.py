@@ -30,16 +30,16 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from ..core.config import TeacherEndpoint
+from ..core.stats import mean_ci
 from ..teacher.client import reply_text
 from ..teacher.engine import BatchChat, batch_chat
-from ..teacher.prompts import render
+from ..teacher.prompts import load_exemplar, render
 from .roi import deployment_verdict, quality_retention
 
 log = logging.getLogger(__name__)
@@ -223,27 +223,69 @@ def _as_text(value: Any) -> str:
     return str(value).strip()
 
 
-def judge_messages(question: Any, reference: Any, answer: Any, lang: str = "en") -> list[Message]:
-    """The chat asking for a 0-10 score of ``answer`` (``judge_system`` + ``judge_user``, ``_zh`` for Chinese)."""
+def _examples(kind: str, lang: str, shots: int) -> list[Message]:
+    """``shots`` worked verdicts (``data/prompts/judge_examples.json``) as user/assistant turns, for a small judge."""
+    if shots <= 0:
+        return []
+    found = load_exemplar("judge_examples")["zh" if _suffix(lang) else "en"][kind][:shots]
+    turns: list[Message] = []
+    for ex in found:
+        ask = (judge_messages(ex["question"], ex["reference"], ex["answer"], lang) if kind == "score" else
+               pair_messages(ex["question"], ex["reference"], ex["first"], ex["second"], lang))[-1]
+        turns += [ask, {"role": "assistant", "content": ex["verdict"]}]
+    return turns
+
+
+def judge_messages(question: Any, reference: Any, answer: Any, lang: str = "en", shots: int = 0) -> list[Message]:
+    """The chat asking for a 0-10 score of ``answer`` (``judge_system`` + ``judge_user``, ``_zh`` for Chinese).
+
+    ``shots`` puts that many worked verdicts before the question: a small local judge
+    learns the ``Score: N`` line from them (an API judge needs none).
+    """
     suffix = _suffix(lang)
-    return [{"role": "system", "content": render(f"judge_system{suffix}")},
+    return [{"role": "system", "content": render(f"judge_system{suffix}")}, *_examples("score", lang, shots),
             {"role": "user", "content": render(f"judge_user{suffix}", question=_as_text(question),
                                                reference=_as_text(reference), answer=_as_text(answer))}]
 
 
-def pair_messages(question: Any, reference: Any, first: Any, second: Any, lang: str = "en") -> list[Message]:
+def pair_messages(question: Any, reference: Any, first: Any, second: Any, lang: str = "en",
+                  shots: int = 0) -> list[Message]:
     """The chat asking which of two answers is better (``first`` is shown as A, ``second`` as B)."""
     suffix = _suffix(lang)
-    return [{"role": "system", "content": render(f"judge_system{suffix}")},
+    return [{"role": "system", "content": render(f"judge_system{suffix}")}, *_examples("pair", lang, shots),
             {"role": "user", "content": render(f"judge_pair_user{suffix}", question=_as_text(question),
                                                reference=_as_text(reference), first=_as_text(first),
                                                second=_as_text(second))}]
 
 
+def item_lang(text: Any) -> str:
+    """``"zh"`` when the text has Chinese characters, else ``"en"``: the judge answers in the item's language."""
+    return "zh" if re.search(r"[\u4e00-\u9fff]", _as_text(text)) else "en"
+
+
+def judge_frame(items: pd.DataFrame, dataset: str, models: Sequence[str], n: int | None = None,
+                max_chars: int = 600) -> pd.DataFrame:
+    """The per-item table of notebook 06 as the judge's input: the first ``n`` items of ``dataset``, per model.
+
+    ``answer`` is the extracted prediction (the reply's text where none was extracted),
+    cut to ``max_chars``; an empty one is shown as ``(no answer)``. ``lang`` follows the
+    question, ``correct`` (the task metric) is kept for :func:`agreement_with_metric`.
+    """
+    rows = items[(items["dataset"] == dataset) & items["model"].isin(models)]
+    ids = list(dict.fromkeys(rows["prompt_id"]))[:n]
+    rows = rows[rows["prompt_id"].isin(ids)]
+    answers = [(_as_text(a)[:max_chars] or "(no answer)") for a in rows["prediction"]]
+    return pd.DataFrame({"id": rows["prompt_id"].to_numpy(), "model": rows["model"].to_numpy(),
+                         "question": rows["question"].to_numpy(), "reference": rows["reference"].to_numpy(),
+                         "answer": answers, "lang": [item_lang(q) for q in rows["question"]],
+                         "correct": rows["correct"].to_numpy()})
+
+
 # --------------------------------------------------------------------------- asking
 
 
-def _chat(chat: BatchChat | None, endpoint: TeacherEndpoint | None, log_path: str | Path | None) -> BatchChat:
+def _chat(chat: BatchChat | None, endpoint: TeacherEndpoint | None, log_path: str | Path | None,
+          max_tokens: int | None = None) -> BatchChat:
     """The given batch chat function, or the engine's (every call logged to ``log_path``, resumable)."""
     if chat is not None:
         if not callable(chat):
@@ -251,7 +293,7 @@ def _chat(chat: BatchChat | None, endpoint: TeacherEndpoint | None, log_path: st
         return chat
     if endpoint is None or log_path is None:
         raise ValueError("pass a batch chat function (chat=...), or the judge's endpoint and a log_path")
-    return batch_chat(endpoint, log_path, temperature=0.0, max_tokens=JUDGE_MAX_TOKENS)
+    return batch_chat(endpoint, log_path, temperature=0.0, max_tokens=max_tokens or JUDGE_MAX_TOKENS)
 
 
 def _ask(chat: BatchChat, chats: list[list[Message]]) -> list[tuple[str | None, str]]:
@@ -275,20 +317,27 @@ def _check_columns(items: pd.DataFrame, needed: Sequence[str]) -> None:
                        "items.rename(columns={'prompt_id': 'id', 'prediction': 'answer'}))")
 
 
+def _langs(items: pd.DataFrame, lang: str) -> list[str]:
+    return list(items["lang"]) if "lang" in items.columns else [lang] * len(items)
+
+
 def judge_answers(items: pd.DataFrame, chat: BatchChat | None = None, *, lang: str = "en",
-                  endpoint: TeacherEndpoint | None = None, log_path: str | Path | None = None) -> pd.DataFrame:
+                  endpoint: TeacherEndpoint | None = None, log_path: str | Path | None = None,
+                  shots: int = 0, max_tokens: int | None = None) -> pd.DataFrame:
     """Ask the judge once per row for a 0-10 score of ``answer`` against ``reference``.
 
     ``items`` has the columns :data:`JUDGE_COLUMNS`; every row goes out in one batch.
     ``chat`` is a batch chat function; without one, the engine's
     :func:`~helpers.teacher.engine.batch_chat` on ``endpoint`` logs to ``log_path``
-    (a rerun asks nothing twice). Returns a copy with ``judge_score`` (float, NaN
+    (a rerun asks nothing twice), ``max_tokens`` per reply. A ``lang`` column overrides
+    ``lang`` per row; ``shots`` as in :func:`judge_messages`. Returns a copy with ``judge_score`` (float, NaN
     when unscored), ``judge_parsed`` (bool), ``judge_reply`` (the raw text, missing when
     the call failed) and ``judge_error``: an unparseable reply stays visible, unscored.
     """
     _check_columns(items, JUDGE_COLUMNS)
-    ask = _chat(chat, endpoint, log_path)
-    chats = [judge_messages(q, r, a, lang) for q, r, a in zip(items["question"], items["reference"], items["answer"])]
+    ask = _chat(chat, endpoint, log_path, max_tokens)
+    chats = [judge_messages(q, r, a, lg, shots) for q, r, a, lg in
+             zip(items["question"], items["reference"], items["answer"], _langs(items, lang))]
     out = items.copy()
     scores, replies, errors = [], [], []
     for text, error in _ask(ask, chats):
@@ -304,53 +353,6 @@ def judge_answers(items: pd.DataFrame, chat: BatchChat | None = None, *, lang: s
 
 
 # --------------------------------------------------------------------------- summaries
-
-
-def t_critical(confidence: float, df: int) -> float:
-    """Two-sided Student-t critical value: ``P(|T| <= t) = confidence`` with ``df`` degrees of freedom.
-
-    Exact series of Abramowitz & Stegun 26.7.3-4, solved by bisection (no SciPy);
-    a Cornish-Fisher expansion above 1,000 degrees of freedom.
-    """
-    if not 0 < confidence < 1 or df < 1:
-        raise ValueError(f"need 0 < confidence < 1 and df >= 1, got {confidence}, {df}")
-    if df > 1000:
-        z = NormalDist().inv_cdf((1 + confidence) / 2)
-        return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-    def within(t: float) -> float:
-        theta = math.atan(t / math.sqrt(df))
-        c2 = math.cos(theta) ** 2
-        term, total = 1.0, 1.0
-        if df % 2:
-            for j in range(1, (df - 3) // 2 + 1):
-                term *= c2 * (2 * j) / (2 * j + 1)
-                total += term
-            return 2 / math.pi * (theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0))
-        for j in range(1, (df - 2) // 2 + 1):
-            term *= c2 * (2 * j - 1) / (2 * j)
-            total += term
-        return math.sin(theta) * total
-
-    low, high = 0.0, 1.0
-    while within(high) < confidence:
-        high *= 2
-    for _ in range(100):
-        mid = (low + high) / 2
-        low, high = (mid, high) if within(mid) < confidence else (low, mid)
-    return (low + high) / 2
-
-
-def mean_ci(values: Sequence[float] | pd.Series, confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the t-interval ``mean +- t * sd / sqrt(n)`` (NaN bounds below two values)."""
-    x = pd.Series(values, dtype=float).dropna()
-    if x.empty:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, float("nan"), float("nan")
-    half = t_critical(confidence, len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return mean, mean - half, mean + half
 
 
 def score_summary(scored: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -485,7 +487,8 @@ class SwapCheck:
 
 
 def swap_check(items: pd.DataFrame, teacher: str, student: str, chat: BatchChat | None = None, *, lang: str = "en",
-               endpoint: TeacherEndpoint | None = None, log_path: str | Path | None = None) -> SwapCheck:
+               endpoint: TeacherEndpoint | None = None, log_path: str | Path | None = None,
+               shots: int = 0, max_tokens: int | None = None) -> SwapCheck:
     """Ask every (teacher, student) pair in both orders and count the verdicts that follow the position.
 
     ``items`` is the frame :func:`judge_answers` takes; ``chat``/``endpoint``/``log_path``
@@ -493,14 +496,15 @@ def swap_check(items: pd.DataFrame, teacher: str, student: str, chat: BatchChat 
     that always picks A flips on every item. Items lacking a verdict are counted apart.
     """
     _check_columns(items, JUDGE_COLUMNS)
-    ask = _chat(chat, endpoint, log_path)
+    ask = _chat(chat, endpoint, log_path, max_tokens)
+    items = items.assign(lang=_langs(items, lang))
     rows = {m: items[items["model"] == m].drop_duplicates("id").set_index("id") for m in (teacher, student)}
     ids = [i for i in rows[teacher].index if i in rows[student].index]
     chats = []
     for i in ids:
         t, s = rows[teacher].loc[i], rows[student].loc[i]
-        chats.append(pair_messages(t["question"], t["reference"], t["answer"], s["answer"], lang))
-        chats.append(pair_messages(t["question"], t["reference"], s["answer"], t["answer"], lang))
+        chats.append(pair_messages(t["question"], t["reference"], t["answer"], s["answer"], t["lang"], shots))
+        chats.append(pair_messages(t["question"], t["reference"], s["answer"], t["answer"], t["lang"], shots))
     replies = _ask(ask, chats)
     names = {("tf", "first"): "teacher", ("tf", "second"): "student", ("sf", "first"): "student",
              ("sf", "second"): "teacher"}

@@ -34,6 +34,7 @@ from ..core.config import (
     TeacherEndpoint,
     get_settings,
     mask_secrets,
+    teacher_from_env,
 )
 from ..core.swift import copy_masked, die_with_parent, stop_process_group
 from ..models.loading import serving_precision
@@ -304,3 +305,13 @@ def teacher_endpoint(settings: Settings | None = None) -> tuple[TeacherEndpoint,
                            "serve the student as its own teacher on purpose.")
     server = start_local_teacher(settings)
     return server.endpoint, server
+
+
+def judge_endpoint(settings: Settings | None = None) -> tuple[TeacherEndpoint, LocalServer | None]:
+    """The answer judge of notebook 06: ``JUDGE_BASE_URL``/``JUDGE_MODEL``/``JUDGE_API_KEY`` when set, else the teacher.
+
+    A judge other than the teacher avoids a model grading its own answers; offline
+    the judge is the local teacher, a 135M model, and notebook 06 measures how weak it is.
+    """
+    judge = teacher_from_env(prefix="JUDGE")
+    return (judge, None) if judge is not None else teacher_endpoint(settings)
