@@ -403,3 +403,11 @@ def test_the_judge_endpoint_is_its_own_when_configured(monkeypatch) -> None:
     monkeypatch.delenv("JUDGE_MODEL")
     with pytest.raises(ValueError, match="JUDGE_MODEL"):
         judge_endpoint()
+
+
+def test_the_report_withholds_verdicts_when_the_teacher_is_weak() -> None:
+    scored = _scored([("1", "teacher", 2.0), ("1", "student", 3.0), ("2", "teacher", 1.0), ("2", "student", 1.0)])
+    table = report(scored, "teacher", "student", metric_retention=1.5, break_even_months=1.0,
+                   metric_teacher_quality=0.1)
+    assert table.loc["verdict (judge)", "value"].startswith("NO VERDICT")  # teacher mean 1.5 / 10
+    assert table.loc["verdict (task metric)", "value"].startswith("NO VERDICT")

@@ -122,3 +122,13 @@ def test_plot_break_even():
     assert len(ax.lines) == 3  # teacher, student, break-even marker
     assert ax.get_xlim()[1] >= 10
     assert len(plot_break_even(break_even(100.0, 0.1, 0.2, 10)).axes[0].lines) == 2
+
+
+def test_no_verdict_against_a_teacher_too_weak_to_compare_with() -> None:
+    from helpers.evaluate.roi import deployment_verdict
+
+    weak = deployment_verdict(0.10 / 0.067, 1.8, teacher_quality=0.067)
+    assert weak.startswith("NO VERDICT") and "0.07" in weak and "retention 1.49" in weak
+    assert deployment_verdict(0.95, 1.8, teacher_quality=0.8).startswith("DEPLOY")
+    assert deployment_verdict(0.95, 1.8, teacher_quality=float("nan")).startswith("NO VERDICT")
+    assert deployment_verdict(0.95, 1.8).startswith("DEPLOY"), "without a teacher quality the rule is case E's"

@@ -142,9 +142,8 @@ def _seed(args: argparse.Namespace) -> int:
     print(f"seeded for notebook {info['stage']} from {info['checkpoint']} ({rows} rows)")
     if info.get("backup"):
         print(f"your earlier dataset was moved to {info['backup']}")
-    for line in ("checkpoint", "merged"):
-        if info.get(line):
-            print(f"{line}: {info[line]}")
+    if info["stage"] != "04":  # 05/06 trained (or found) a LoRA checkpoint, 06 also merged it
+        print(f"LoRA checkpoint: {info.get('checkpoint')}" + (f"\nmerged model: {info['merged']}" if info.get("merged") else ""))
     for warning in info.get("warnings") or []:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -47,7 +47,12 @@ def _slim(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(json.dumps(out)) > MAX_OUTPUT_BYTES:
             out = {"output_type": "stream", "name": "stdout",
                    "text": [f"[output of {len(json.dumps(out)) // 1000} kB left out of the repository: run the cell]\n"]}
-        kept.append(out)
+        last = kept[-1] if kept else None
+        if last and out.get("output_type") == "stream" and last.get("output_type") == "stream" \
+                and last.get("name") == out.get("name"):  # one block per run of printed lines, as Jupyter shows it
+            last["text"] = ["".join(last["text"]) + "".join(out.get("text", []))]
+            continue
+        kept.append(dict(out))
     return kept
 
 

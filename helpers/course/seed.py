@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import REPO_ROOT, Settings, get_settings
+from ..core.jsonl import read_jsonl
 from ..curate.export import validate_jsonl
 
 CHECKPOINTS_DIR: Path = REPO_ROOT / "data" / "checkpoints"
@@ -358,6 +359,8 @@ def refresh_checkpoint(settings: Settings | None = None, *, dest: str | Path | N
     for name in ("train.jsonl", "val.jsonl"):
         if name in sources:
             rows[name] = validate_jsonl(sources[name], "messages")["rows"]
+    if "kept.jsonl" in sources:  # curated rows, not messages: counted, not validated as a training file
+        rows["kept.jsonl"] = len(read_jsonl(sources["kept.jsonl"]))
     folder = checkpoint_dir(settings, dest)
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Any]] = {}

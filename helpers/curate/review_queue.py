@@ -251,7 +251,7 @@ class ReviewQueue:
             b.on_click(lambda _: action())
             return b
 
-        hidden = w.Layout(display="none")
+        hidden = w.Layout(display="none", flex_flow="row wrap")  # wraps in a narrow window
         ui: dict[str, Any] = {"progress": w.HTML(), "row": w.HTML(), "message": w.HTML()}
         ui["reason"] = w.Dropdown(options=[(label, code) for code, label in self.reasons.items()],
                                   description="Reason", layout=w.Layout(width="auto"),

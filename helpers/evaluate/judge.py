@@ -417,14 +417,21 @@ def judge_retention(scored: pd.DataFrame, teacher: str, student: str) -> float:
     return quality_retention(both["student_score"].mean(), both["teacher_score"].mean())
 
 
+def _over_ten(score: float) -> float:
+    return float("nan") if pd.isna(score) else float(score) / SCORE_MAX
+
+
 def report(scored: pd.DataFrame, teacher: str, student: str, *, metric_retention: float,
-           break_even_months: float, margin: float = DEFAULT_MARGIN, confidence: float = 0.95) -> pd.DataFrame:
+           break_even_months: float, metric_teacher_quality: float | None = None,
+           margin: float = DEFAULT_MARGIN, confidence: float = 0.95) -> pd.DataFrame:
     """Case E's ROI table: mean judge scores with intervals, wins and ties, retention two ways, and verdicts.
 
     ``metric_retention`` is the task metric's retention (:func:`helpers.evaluate.roi.retention_table`),
     ``break_even_months`` :attr:`helpers.evaluate.roi.BreakEven.months`. Each retention gets
     its own :func:`~helpers.evaluate.roi.deployment_verdict`: when they disagree, the judge
     and the metric do not measure the same quality, and that is worth a look before deciding.
+    Each verdict is withheld when the teacher is too weak to compare with: its mean judge
+    score over 10, and ``metric_teacher_quality`` (its task metric), see ``teacher_quality`` there.
     """
     summary = score_summary(scored, confidence)
     pairs = pairwise(scored, teacher, student, margin)
@@ -443,8 +450,10 @@ def report(scored: pd.DataFrame, teacher: str, student: str, *, metric_retention
               ("retention (judge)", round(judged, 3), f"mean {student} / mean {teacher} score over {both} items"),
               ("retention (task metric)", round(float(metric_retention), 3), "given"),
               ("break-even months", round(float(break_even_months), 2), "given"),
-              ("verdict (judge)", deployment_verdict(judged, break_even_months), "retention from the judge"),
-              ("verdict (task metric)", deployment_verdict(metric_retention, break_even_months),
+              ("verdict (judge)", deployment_verdict(judged, break_even_months, teacher_quality=_over_ten(
+                  summary.loc[teacher, "mean_score"])), "retention from the judge"),
+              ("verdict (task metric)", deployment_verdict(metric_retention, break_even_months,
+                                                           teacher_quality=metric_teacher_quality),
                "retention from the task metric")]
     return pd.DataFrame(lines, columns=["measure", "value", "detail"]).set_index("measure")
 

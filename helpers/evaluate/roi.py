@@ -265,12 +265,21 @@ def case_table(metrics: pd.DataFrame, costs: pd.DataFrame, dataset: str,
 
 
 def deployment_verdict(retention: float, break_even_months: float, *, min_retention: float = 0.9,
-                       max_months: float = 3.0) -> str:
-    """Case E's rule: deploy the student when it keeps over 90% of the teacher's quality and pays back within 3 months."""
+                       max_months: float = 3.0, teacher_quality: float | None = None,
+                       min_teacher_quality: float = 0.5) -> str:
+    """Case E's rule: deploy the student when it keeps over 90% of the teacher's quality and pays back within 3 months.
+
+    ``teacher_quality`` (0-1, e.g. the teacher's accuracy) guards the rule: retention against a
+    teacher below ``min_teacher_quality`` measures the teacher's weakness, not the student's
+    strength (0.10 / 0.067 = "retention 1.49"), so no verdict is given then.
+    """
     keeps = not pd.isna(retention) and retention > min_retention
     pays = not pd.isna(break_even_months) and break_even_months < max_months
     numbers = (f"retention {retention:.2f} ({'>' if keeps else 'not >'} {min_retention}), break-even "
                f"{break_even_months:.1f} months ({'<' if pays else 'not <'} {max_months})")
+    if teacher_quality is not None and not (teacher_quality >= min_teacher_quality):
+        return (f"NO VERDICT: the teacher reaches only {teacher_quality:.2f} here (needs {min_teacher_quality}); "
+                f"retention against a teacher this weak says nothing ({numbers}). Use a stronger teacher.")
     if keeps and pays:
         return f"DEPLOY the student: {numbers}."
     return f"KEEP the teacher: {numbers}."
