@@ -4,7 +4,7 @@ A GPU box lent for a few minutes has no hub and no API, so the student is the co
 folder (``COURSE_STUDENT``) and the teacher is served locally on purpose
 (``COURSE_ALLOW_LOCAL_TEACHER=1``). Covers what only a GPU runs: bfloat16 loading and generation,
 a smoke ``swift sft`` in bfloat16, the merge and its bfloat16 equivalence check, and ``swift deploy``
-with the GPU's inference backend (vLLM where installed).
+with the GPU's inference backend (vLLM where installed), two evalscope items and two GKD steps.
 """
 
 from __future__ import annotations
@@ -71,3 +71,34 @@ def test_swift_deploy_serves_on_cuda(gpu, student):
     with LocalServer(student, settings=gpu) as server:
         reply = chat(server.endpoint, "What is 2 + 3?", max_tokens=8)
     assert reply.raw.strip(), f"no reply from swift deploy ({infer_backend(gpu)})"
+
+
+def test_evalscope_scores_two_items_on_cuda(gpu, student, tmp_path):
+    from helpers.evaluate.datasets import prepare_datasets
+    from helpers.evaluate.evalscope import evaluate_model
+    from helpers.evaluate.results import item_frame
+    from helpers.tasks.spec import load_task
+
+    datasets = prepare_datasets(tmp_path / "data", load_task("math"), n=2)
+    result = evaluate_model(student, "base", datasets, tmp_path, max_tokens=32, batch_size=2, settings=gpu)
+    items = item_frame(result.rows(datasets))
+    assert len(items) == 2 and items["tokens"].gt(0).all(), items.to_string()
+
+
+def test_two_gkd_steps_on_cuda(gpu, student, tmp_path):
+    from helpers.techniques.gkd import gkd_config, run_gkd
+
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} + 2?"},
+                          {"role": "assistant", "content": f"<think>{i} + 2 = {i + 2}</think>\n<answer>"
+                                                           f"\\boxed{{{i + 2}}}</answer>"}]} for i in range(4)]
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # no hub on a lent GPU box: the teacher is a copy of the student (LoRA on the student, the copy frozen);
+    # its divergence starts at 0, and what is checked is that swift rlhf runs GKD on CUDA
+    import shutil
+
+    teacher = shutil.copytree(student, tmp_path / "teacher")
+    config = gkd_config(gpu, teacher_model=teacher, train_file=train_file, model=student,
+                        output_dir=tmp_path / "gkd", max_steps=2, max_completion_length=16)
+    result = run_gkd(config, settings=gpu)
+    assert result.returncode == 0 and result.last_checkpoint is not None, result.console_log.read_text()[-2000:]

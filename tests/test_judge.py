@@ -411,3 +411,15 @@ def test_the_report_withholds_verdicts_when_the_teacher_is_weak() -> None:
                    metric_teacher_quality=0.1)
     assert table.loc["verdict (judge)", "value"].startswith("NO VERDICT")  # teacher mean 1.5 / 10
     assert table.loc["verdict (task metric)", "value"].startswith("NO VERDICT")
+
+
+def test_the_judges_verdict_needs_enough_pairs_and_a_judge_that_agrees_with_the_metric() -> None:
+    rows = [(str(i), m, 8.0) for i in range(6) for m in ("teacher", "student")]
+    kwargs = dict(metric_retention=1.0, break_even_months=1.0)
+    assert report(_scored(rows), "teacher", "student", **kwargs).loc["verdict (judge)", "value"].startswith("DEPLOY")
+    few = report(_scored(rows[:8]), "teacher", "student", **kwargs).loc["verdict (judge)", "value"]
+    assert few.startswith("NO VERDICT") and "only 4 items" in few
+    chance = report(_scored(rows), "teacher", "student", judge_kappa=0.0, **kwargs).loc["verdict (judge)", "value"]
+    assert chance.startswith("NO VERDICT") and "kappa 0.00" in chance
+    unknown = report(_scored(rows), "teacher", "student", judge_kappa=float("nan"), **kwargs)
+    assert unknown.loc["verdict (judge)", "value"].startswith("DEPLOY"), "no exact metric: nothing to compare with"

@@ -326,3 +326,14 @@ def test_failing_sft_raises_with_the_log_tail(student, tmp_path):
     with pytest.raises(TrainingError, match="exited with code") as error:
         train(config, settings=settings, on_output=lambda text, transient: None)
     assert "no_such_flag" in str(error.value)
+
+
+def test_sft_model_from_the_environment_wins_without_a_crash(offline_smoke, tmp_path):
+    from helpers.train.config import env_overrides
+
+    overrides = env_overrides({"SFT_MODEL": "/my/student", "SFT_MAX_STEPS": "2"})
+    train_file = _write_rows(tmp_path / "train.jsonl", 2)
+    # notebook 04's call: its own model, then the environment's overrides on top
+    config = default_config(offline_smoke, train_file=train_file, **{"model": "/prepared", **overrides})
+    assert config.model == "/my/student" and config.max_steps == 2
+    assert _flag(config.args(), "--model") == "/my/student"

@@ -421,8 +421,19 @@ def _over_ten(score: float) -> float:
     return float("nan") if pd.isna(score) else float(score) / SCORE_MAX
 
 
+def _judge_verdict(retention: float, months: float, teacher_quality: float, both: int, kappa: float | None,
+                   min_pairs: int, min_kappa: float) -> str:
+    if both < min_pairs:
+        return f"NO VERDICT: only {both} items have a judge score for both models (needs {min_pairs})."
+    if kappa is not None and not pd.isna(kappa) and kappa < min_kappa:
+        return (f"NO VERDICT: the judge agrees with the exact metric no better than chance (kappa {kappa:.2f} < "
+                f"{min_kappa}); use a stronger judge (JUDGE_BASE_URL).")
+    return deployment_verdict(retention, months, teacher_quality=teacher_quality)
+
+
 def report(scored: pd.DataFrame, teacher: str, student: str, *, metric_retention: float,
            break_even_months: float, metric_teacher_quality: float | None = None,
+           judge_kappa: float | None = None, min_pairs: int = 5, min_kappa: float = 0.2,
            margin: float = DEFAULT_MARGIN, confidence: float = 0.95) -> pd.DataFrame:
     """Case E's ROI table: mean judge scores with intervals, wins and ties, retention two ways, and verdicts.
 
@@ -432,6 +443,8 @@ def report(scored: pd.DataFrame, teacher: str, student: str, *, metric_retention
     and the metric do not measure the same quality, and that is worth a look before deciding.
     Each verdict is withheld when the teacher is too weak to compare with: its mean judge
     score over 10, and ``metric_teacher_quality`` (its task metric), see ``teacher_quality`` there.
+    The judge's verdict is also withheld with fewer than ``min_pairs`` items scored for both
+    models, or when ``judge_kappa`` (its :func:`agreement_with_metric`) is below ``min_kappa``.
     """
     summary = score_summary(scored, confidence)
     pairs = pairwise(scored, teacher, student, margin)
@@ -450,8 +463,8 @@ def report(scored: pd.DataFrame, teacher: str, student: str, *, metric_retention
               ("retention (judge)", round(judged, 3), f"mean {student} / mean {teacher} score over {both} items"),
               ("retention (task metric)", round(float(metric_retention), 3), "given"),
               ("break-even months", round(float(break_even_months), 2), "given"),
-              ("verdict (judge)", deployment_verdict(judged, break_even_months, teacher_quality=_over_ten(
-                  summary.loc[teacher, "mean_score"])), "retention from the judge"),
+              ("verdict (judge)", _judge_verdict(judged, break_even_months, _over_ten(summary.loc[teacher, "mean_score"]),
+                                                 both, judge_kappa, min_pairs, min_kappa), "retention from the judge"),
               ("verdict (task metric)", deployment_verdict(metric_retention, break_even_months,
                                                            teacher_quality=metric_teacher_quality),
                "retention from the task metric")]
