@@ -76,3 +76,34 @@ def test_committed_notebooks_outputs_match_their_code():
     """The English notebooks' outputs came from a run of exactly their current code."""
     problems = stale()
     assert not problems, "\n".join(problems)
+
+
+def test_big_plots_get_a_palette_and_one_notebook_can_be_refreshed_alone(tmp_path):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from helpers.course.outputs import PALETTE_ABOVE, smaller_png
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((300, 400, 3)) * 4).astype("uint8") * 64  # 64 colours (a plot has fewer), but large
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    png = base64.b64encode(buf.getvalue()).decode()
+    assert len(png) > PALETTE_ABOVE
+    packed = smaller_png(png)
+    assert len(packed) < len(png)
+    with Image.open(io.BytesIO(base64.b64decode(packed))) as image:
+        assert image.size == (400, 300)
+        assert (np.asarray(image.convert("RGB")) == pixels).mean() > 0.99  # the same picture
+
+    committed, run = tmp_path / "notebooks", tmp_path / "runs" / "course-2"
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        _write(committed / name, _nb(["print(1)"]))
+        _write(run / name, _nb(["print(2)" if name == "01_a.ipynb" else "print(1)"],
+                               [[{"output_type": "stream", "name": "stdout", "text": ["1\n"]}]]))
+    with pytest.raises(ValueError, match="ran other code"):
+        refresh(run, committed)
+    assert [r.notebook for r in refresh(run, committed, names=["02"])] == ["02_b.ipynb"]

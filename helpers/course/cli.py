@@ -104,7 +104,7 @@ def _outputs(args: argparse.Namespace) -> int:
             print("error: give the run folder: python -m helpers outputs refresh workspace/runs/course-...",
                   file=sys.stderr)
             return 2
-        for item in outputs.refresh(args.run):
+        for item in outputs.refresh(args.run, names=args.notebooks or None):
             print(f"{item.notebook}: {item.outputs} outputs, {item.kilobytes:.0f} kB")
         return 0
     if args.action == "clear":
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("outputs", help="committed notebook outputs: check | refresh RUN_DIR | clear (stale ones)")
     p.add_argument("action", choices=["check", "refresh", "clear"])
     p.add_argument("run", nargs="?", help="refresh: the course run folder (workspace/runs/course-...)")
+    p.add_argument("notebooks", nargs="*", help="refresh: only these notebooks (e.g. 06), after one was run again")
     p.set_defaults(func=_outputs)
     p = sub.add_parser("seed", help="skip ahead: seed the workspace so notebook 04, 05 or 06 can start")
     p.add_argument("stage", nargs="?", choices=["04", "05", "06", "4", "5", "6"])

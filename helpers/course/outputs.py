@@ -37,10 +37,34 @@ def _has_outputs(nb: dict[str, Any]) -> bool:
     return any(c.get("outputs") for c in nb.get("cells", []) if c.get("cell_type") == "code")
 
 
+PALETTE_ABOVE = 30_000
+"""PNG outputs larger than this (base64 bytes) are stored with a 256-colour palette: plots look the same."""
+
+
+def smaller_png(b64: str) -> str:
+    """The PNG re-encoded with an adaptive 256-colour palette when that is smaller (plots lose nothing visible)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    raw = base64.b64decode(b64)
+    with Image.open(io.BytesIO(raw)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out, format="PNG",
+                                                                                        optimize=True)
+    packed = base64.b64encode(out.getvalue()).decode("ascii")
+    return packed + "\n" if len(packed) < len(b64) else b64
+
+
 def _slim(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     kept = []
     for out in outputs:
         data = out.get("data") or {}
+        png = data.get("image/png")
+        if isinstance(png, str) and len(png) > PALETTE_ABOVE:
+            out = {**out, "data": {**data, "image/png": smaller_png(png)}}
+            data = out["data"]
         if "application/vnd.jupyter.widget-view+json" in data:  # a widget: only a live kernel can draw it
             text = data.get("text/plain", "")
             out = {**out, "data": {"text/plain": f"{''.join(text)}  (an interactive widget: run the notebook)"}}
@@ -70,11 +94,17 @@ class Refreshed:
     outputs: int
 
 
-def refresh(run_dir: str | Path, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Refreshed]:
-    """Copy the outputs of ``run_dir``'s executed notebooks into the committed ones (same code only)."""
+def refresh(run_dir: str | Path, notebooks_dir: Path = NOTEBOOKS_DIR, names: list[str] | None = None) -> list[Refreshed]:
+    """Copy the outputs of ``run_dir``'s executed notebooks into the committed ones (same code only).
+
+    ``names`` (e.g. ``["06"]`` or ``["06_evaluate.ipynb"]``) limits it to those notebooks:
+    after one notebook's code changed, run that one again and refresh it alone.
+    """
     run_dir = Path(run_dir)
     done = []
     for path in list_notebooks(notebooks_dir):
+        if names and not any(path.name.startswith(n) for n in names):
+            continue
         executed = run_dir / path.name
         if not executed.is_file():
             continue
