@@ -32,6 +32,15 @@ def gpu(student, tmp_path_factory):
         yield get_settings(apply_env=False)
 
 
+def addition_rows(path, n: int, add: int):
+    """A tiny training file in the course's reply format: "What is i + add?" for i < n."""
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} + {add}?"},
+                          {"role": "assistant", "content": f"<think>{i} + {add} = {i + add}</think>\n<answer>"
+                                                           f"\\boxed{{{i + add}}}</answer>"}]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def test_student_generates_in_bfloat16_on_cuda(gpu, student):
     from helpers.models.generation import generate_greedy
     from helpers.models.loading import load_model, load_tokenizer
@@ -49,11 +58,7 @@ def test_sft_merge_and_bfloat16_equivalence_on_cuda(gpu, student, tmp_path):
     from helpers.train.config import default_config
     from helpers.train.runner import train
 
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} + 1?"},
-                          {"role": "assistant", "content": f"<think>{i} + 1 = {i + 1}</think>\n<answer>"
-                                                           f"\\boxed{{{i + 1}}}</answer>"}]} for i in range(8)]
-    train_file = tmp_path / "train.jsonl"
-    train_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train_file = addition_rows(tmp_path / "train.jsonl", 8, add=1)
     config = default_config(gpu, train_file=train_file, output_dir=tmp_path / "run")
     assert "--torch_dtype" in config.args() and config.args()[config.args().index("--torch_dtype") + 1] == "bfloat16"
     result = train(config, settings=gpu)
@@ -88,11 +93,7 @@ def test_evalscope_scores_two_items_on_cuda(gpu, student, tmp_path):
 def test_two_gkd_steps_on_cuda(gpu, student, tmp_path):
     from helpers.techniques.gkd import gkd_config, run_gkd
 
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} + 2?"},
-                          {"role": "assistant", "content": f"<think>{i} + 2 = {i + 2}</think>\n<answer>"
-                                                           f"\\boxed{{{i + 2}}}</answer>"}]} for i in range(4)]
-    train_file = tmp_path / "train.jsonl"
-    train_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train_file = addition_rows(tmp_path / "train.jsonl", 4, add=2)
     # no hub on a lent GPU box: the teacher is a copy of the student (LoRA on the student, the copy frozen);
     # its divergence starts at 0, and what is checked is that swift rlhf runs GKD on CUDA
     import shutil
