@@ -16,7 +16,6 @@ from helpers.curate.export import dataset_card, to_messages
 from helpers.curate.funnel import Funnel, StageResult
 from helpers.curate.review import (
     DECISIONS,
-    ReviewQueue,
     append_decision,
     apply_reviews,
     bad_share_estimate,
@@ -28,8 +27,8 @@ from helpers.curate.review import (
     reply_text,
     review_sample,
     review_stage,
-    start_review,
 )
+from helpers.curate.review_queue import ReviewQueue, start_review
 
 EDITED = "<think>\nTom has 3. He buys 5 more: 3 + 5 = 8.\n</think>\n\n<answer>\\boxed{8}</answer>"
 

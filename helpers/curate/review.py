@@ -14,8 +14,8 @@ decision per row id wins: reviewers can share a log and change their minds.
 (rejected rows dropped with the reason, edited replies replaced, unreviewed rows
 kept or dropped); :func:`apply_reviews` returns ``(rows, stats)``.
 
-:class:`ReviewQueue` (in :mod:`.review_queue`, importable from here) is the ipywidgets
-queue; its buttons call plain methods that tests call directly. :func:`start_review`
+:class:`ReviewQueue` (in :mod:`.review_queue`) is the ipywidgets
+queue; its buttons call plain methods that tests call directly. :func:`~.review_queue.start_review`
 skips it when nobody can click (:func:`headless`: tests, ``make course``, ``REVIEW=0``).
 """
 
@@ -412,12 +412,3 @@ def headless_reason(env: Mapping[str, str] | None = None, *, check_frontend: boo
 def headless(env: Mapping[str, str] | None = None, *, check_frontend: bool = True) -> bool:
     """True when no person can use the review queue now (see :func:`headless_reason`)."""
     return bool(headless_reason(env, check_frontend=check_frontend))
-
-
-def __getattr__(name: str) -> Any:
-    """``from helpers.curate.review import ReviewQueue`` works: the widget part lives in :mod:`.review_queue`."""
-    if name in ("ReviewQueue", "start_review", "row_html"):
-        from . import review_queue
-
-        return getattr(review_queue, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

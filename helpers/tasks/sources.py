@@ -11,20 +11,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..core.config import get_settings
 from ..core.jsonl import iter_jsonl, write_jsonl
 from .gsm8k import DatasetUnavailable
 
-if TYPE_CHECKING:
-    from .spec import Task
-
 Row = dict[str, Any]
+
+
+class Task(Protocol):
+    """What this module reads of a :class:`helpers.tasks.spec.Task` (which imports this module, not the reverse)."""
+
+    name: str
+    path: Path
+    folder: Path
+    data: dict[str, Any]
+
+    def prompt_rows(self, split: str, n: int | None = None) -> list[Row]: ...
 DATA_DIR_ENV = "COURSE_DATA_DIR"
 
 
-def _local_copy(task: "Task", split: str) -> Path | None:
+def _local_copy(task: Task, split: str) -> Path | None:
     name = str(task.data["dataset"]).rsplit("/", 1)[-1]
     candidates = []
     if task.data.get("file"):
@@ -35,7 +43,7 @@ def _local_copy(task: "Task", split: str) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def _download(task: "Task", split: str) -> Path:
+def _download(task: Task, split: str) -> Path:
     """gpu profile: fetch one split with ModelScope and keep it in the workspace."""
     name = str(task.data["dataset"])
     hub_split = (task.data.get("hub_split") or {}).get(split, split)
@@ -51,7 +59,7 @@ def _download(task: "Task", split: str) -> Path:
     return write_jsonl(records, target)
 
 
-def hub_items(task: "Task", split: str) -> list[Row]:
+def hub_items(task: Task, split: str) -> list[Row]:
     """The rows of one split of a hub task, with its fields mapped as the task file says."""
     path = _local_copy(task, split)
     if path is None:
@@ -76,7 +84,7 @@ def hub_items(task: "Task", split: str) -> list[Row]:
     return rows
 
 
-def distilled_samples(task: "Task", split: str = "train", n: int | None = None) -> list[Row]:
+def distilled_samples(task: Task, split: str = "train", n: int | None = None) -> list[Row]:
     """Sample rows (as the teacher engine writes them) from a published distilled dataset: no teacher call.
 
     Needs ``data.thinking`` and ``data.answer``: the fields holding the teacher's reasoning and answer.

@@ -26,7 +26,7 @@ HAS_QUEUE = (REPO / "helpers" / "curate" / "review_queue.py").is_file() or (
 
 SETUP = r'''
 from pathlib import Path
-from helpers.curate.review import start_review
+from helpers.curate.review_queue import start_review
 
 LOG = Path(LOG_PATH)
 
